@@ -1,0 +1,24 @@
+"""Max and average pooling (SPEC.md section 1: ``max``, ``avg``), as modules of the common pooler interface."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import Pool2d
+
+
+class MaxPool(Pool2d):
+    """Max of each window: :func:`torch.nn.functional.max_pool2d`, the same in training and evaluation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.output_size(x)
+        return F.max_pool2d(x, self.kernel_size, self.stride)
+
+
+class AvgPool(Pool2d):
+    """Mean of each window: :func:`torch.nn.functional.avg_pool2d`, the same in training and evaluation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.output_size(x)
+        return F.avg_pool2d(x, self.kernel_size, self.stride)

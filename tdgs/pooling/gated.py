@@ -1,0 +1,64 @@
+"""Gated max-average pooling (Lee, Gallagher & Tu, "Generalizing Pooling Functions in Convolutional
+Neural Networks: Mixed, Gated, and Tree", AISTATS 2016, arXiv:1509.08985)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Pool2d
+from .checks import check_choice
+
+GRANULARITIES = ("channel", "layer")
+
+
+def gated_pool2d(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    kernel_size: int = 2,
+    stride: int = 2,
+) -> torch.Tensor:
+    """``g * max(R_j) + (1 - g) * mean(R_j)`` with the responsive gate ``g = sigmoid(w . R_j + b)``.
+
+    Args:
+        x: input, shape (B, C, H, W).
+        mask: the gating mask ``w`` over the window (row-major), shape (C, k*k) or (1, k*k) (shared).
+        bias: the gate bias ``b``, shape (C,) or (1,).
+
+    Shape: (B, C, H, W) -> (B, C, Ho, Wo).
+    """
+    channels = x.shape[1]
+    weight = mask.view(-1, 1, kernel_size, kernel_size).expand(channels, 1, kernel_size, kernel_size)
+    gate_logit = F.conv2d(x, weight, bias.expand(channels), stride=stride, groups=channels)  # (B, C, Ho, Wo)
+    gate = torch.sigmoid(gate_logit)
+    top = F.max_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)
+    mean = F.avg_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)
+    return mean + gate * (top - mean)
+
+
+class GatedPool(Pool2d):
+    """See :func:`gated_pool2d`. Mask and bias start at 0 (gate 0.5 on every window).
+
+    Args:
+        granularity: ``"channel"`` (a mask and a bias per channel, default) or ``"layer"`` (one
+            mask and bias shared by all channels, as in Lee et al.'s own code).
+    """
+
+    def __init__(
+        self, channels: int, *, kernel_size: int = 2, stride: int = 2, granularity: str = "channel"
+    ) -> None:
+        super().__init__(channels, kernel_size=kernel_size, stride=stride)
+        self.granularity = check_choice("granularity", granularity, GRANULARITIES)
+        rows = channels if granularity == "channel" else 1
+        self.mask = nn.Parameter(torch.zeros(rows, kernel_size * kernel_size))
+        self.bias = nn.Parameter(torch.zeros(rows))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.output_size(x)
+        return gated_pool2d(x, self.mask, self.bias, kernel_size=self.kernel_size, stride=self.stride)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, granularity={self.granularity!r}"

@@ -1,0 +1,57 @@
+"""Mixed max-average pooling (Lee, Gallagher & Tu, "Generalizing Pooling Functions in Convolutional
+Neural Networks: Mixed, Gated, and Tree", AISTATS 2016, arXiv:1509.08985)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Pool2d
+from .checks import check_choice
+
+GRANULARITIES = ("channel", "layer")
+
+
+def mixed_pool2d(
+    x: torch.Tensor, mix_logit: torch.Tensor, *, kernel_size: int = 2, stride: int = 2
+) -> torch.Tensor:
+    """``sigmoid(l) * max(R_j) + (1 - sigmoid(l)) * mean(R_j)`` for every window ``R_j``.
+
+    Args:
+        x: input, shape (B, C, H, W).
+        mix_logit: the mixing logit ``l``, shape (C,) (one per channel) or (1,) (one per layer).
+
+    Shape: (B, C, H, W) -> (B, C, Ho, Wo).
+    """
+    gate = torch.sigmoid(mix_logit).view(1, -1, 1, 1)  # (1, C or 1, 1, 1)
+    top = F.max_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)
+    mean = F.avg_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)
+    return mean + gate * (top - mean)
+
+
+class MixedPool(Pool2d):
+    """See :func:`mixed_pool2d`. The logit ``l`` starts at 0 (gate 0.5).
+
+    Args:
+        granularity: ``"channel"`` (one ``l`` per channel, default) or ``"layer"`` (one scalar).
+    """
+
+    def __init__(
+        self, channels: int, *, kernel_size: int = 2, stride: int = 2, granularity: str = "channel"
+    ) -> None:
+        super().__init__(channels, kernel_size=kernel_size, stride=stride)
+        self.granularity = check_choice("granularity", granularity, GRANULARITIES)
+        self.mix_logit = nn.Parameter(torch.zeros(channels if granularity == "channel" else 1))
+
+    @property
+    def gate(self) -> torch.Tensor:
+        """The weight of the max, ``sigmoid(l)``, shape (C,) or (1,)."""
+        return torch.sigmoid(self.mix_logit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.output_size(x)
+        return mixed_pool2d(x, self.mix_logit, kernel_size=self.kernel_size, stride=self.stride)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, granularity={self.granularity!r}"

@@ -1,0 +1,90 @@
+"""S3Pool, the deck's "SP3" (Zhai et al., "S3Pool: Pooling with Stochastic Spatial Sampling",
+CVPR 2017, arXiv:1611.05138)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import Pool2d
+from .checks import check_positive_int
+from .windows import pooled_size
+
+
+def sampled_lines(size: int, count: int, grid_size: int, per_block: int, device=None) -> torch.Tensor:
+    """Indices of the ``count`` rows (or columns) S3Pool keeps from a map of ``size`` lines.
+
+    The map is cut into blocks of ``grid_size`` lines; each block gives ``per_block`` distinct lines
+    drawn uniformly without replacement, until ``count`` are reached (a last partial block gives just
+    those still needed). Returned sorted, shape (count,).
+    """
+    blocks = -(-size // grid_size)
+    starts = torch.arange(blocks, device=device) * grid_size  # (blocks,)
+    lines = starts[:, None] + torch.arange(grid_size, device=device)  # (blocks, grid_size)
+    keys = torch.rand(lines.shape, device=device).masked_fill_(lines >= size, 2.0)  # past the map: never drawn
+    drawn = lines.gather(1, keys.argsort(dim=1)[:, :per_block])  # (blocks, per_block), in random order
+    # per_block from each block until count is reached, never more than a block holds
+    wanted = (count - torch.arange(blocks, device=device) * per_block).clamp(0, per_block)
+    take = torch.minimum(wanted, size - starts)  # (blocks,)
+    keep = torch.arange(per_block, device=device) < take[:, None]  # (blocks, per_block), a prefix per row
+    drawn = drawn.masked_fill(~keep, size).sort(dim=1).values  # kept lines first, ascending
+    return drawn[keep]  # (count,)
+
+
+def s3_pool2d(
+    x: torch.Tensor,
+    *,
+    kernel_size: int = 2,
+    stride: int = 2,
+    grid_size: int = 4,
+    training: bool = True,
+) -> torch.Tensor:
+    """S3Pool: a stride-1 max pooling, then stochastic spatial downsampling.
+
+    Step 1: ``k x k`` max pooling with stride 1, padded at the right/bottom edge so the map keeps
+    size ``H x W``. Step 2 (training): in every ``grid_size x grid_size`` block draw
+    ``grid_size / stride`` rows and columns without replacement; output the map at their
+    intersections. The draw is shared by the whole batch and all channels. Evaluation: average
+    pooling (window ``stride``, stride ``stride``) of the step-1 map, cropped to the output size.
+
+    Shape: (B, C, H, W) -> (B, C, floor((H-k)/s)+1, floor((W-k)/s)+1).
+    """
+    height, width = x.shape[-2:]
+    out_h, out_w = pooled_size(height, width, kernel_size, stride)
+    padded = F.pad(x, (0, kernel_size - 1, 0, kernel_size - 1), value=float("-inf"))
+    peaks = F.max_pool2d(padded, kernel_size, stride=1)  # (B, C, H, W)
+    if not training:
+        return F.avg_pool2d(peaks, stride, stride)[..., :out_h, :out_w]  # (B, C, Ho, Wo)
+    per_block = grid_size // stride
+    rows = sampled_lines(height, out_h, grid_size, per_block, x.device)  # (Ho,)
+    cols = sampled_lines(width, out_w, grid_size, per_block, x.device)  # (Wo,)
+    return peaks.index_select(2, rows).index_select(3, cols)  # (B, C, Ho, Wo)
+
+
+class S3Pool(Pool2d):
+    """See :func:`s3_pool2d`. Nothing to learn.
+
+    Args:
+        grid_size: block side ``g``; a multiple of ``stride`` (default 4).
+    """
+
+    def __init__(self, channels: int, *, kernel_size: int = 2, stride: int = 2, grid_size: int = 4) -> None:
+        super().__init__(channels, kernel_size=kernel_size, stride=stride)
+        self.grid_size = check_positive_int("grid_size", grid_size)
+        if grid_size < stride or grid_size % stride:
+            raise ValueError(f"grid_size must be a multiple of stride={stride}, but got {grid_size}")
+        if stride > kernel_size:
+            raise ValueError(f"s3 needs stride <= kernel_size={kernel_size}, but got stride={stride}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.output_size(x)
+        return s3_pool2d(
+            x,
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            grid_size=self.grid_size,
+            training=self.training,
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, grid_size={self.grid_size}"

@@ -1,0 +1,44 @@
+"""Stochastic pooling (Zeiler & Fergus, "Stochastic Pooling for Regularization of Deep
+Convolutional Neural Networks", ICLR 2013, arXiv:1301.3557)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Pool2d
+from .windows import normalized_windows, windows
+
+
+def stochastic_pool2d(
+    x: torch.Tensor, *, kernel_size: int = 2, stride: int = 2, training: bool = True
+) -> torch.Tensor:
+    """Training: output ``a_l`` with ``l ~ Categorical(p)``, ``p_i = a_i / sum(a)``; evaluation: the
+    probability-weighted average ``sum(p_i a_i)``.
+
+    Negative values count as 0 when forming ``p``; a window whose sum is 0 outputs 0 in both modes.
+    In training the gradient flows only to the sampled element.
+
+    Shape: (B, C, H, W) -> (B, C, Ho, Wo).
+    """
+    a = windows(x, kernel_size, stride)  # (B, C, Ho, Wo, k*k)
+    weight = a.clamp_min(0)  # (B, C, Ho, Wo, k*k), unnormalised p
+    if not training:
+        p = normalized_windows(weight, "l1")  # (B, C, Ho, Wo, k*k); overflow-safe, 0 on a zero window
+        return (p * a).sum(-1)
+    cdf = weight.detach().cumsum(-1)  # (B, C, Ho, Wo, k*k)
+    total = cdf[..., -1:]  # (B, C, Ho, Wo, 1)
+    u = torch.rand(total.shape, dtype=total.dtype, device=total.device)  # in [0, 1)
+    # inverse CDF: the first i with cdf_i > u * total; elements of weight 0 are never picked
+    index = (cdf <= u * total).sum(-1, keepdim=True).clamp_max(a.shape[-1] - 1)  # (B, C, Ho, Wo, 1)
+    picked = a.gather(-1, index)  # (B, C, Ho, Wo, 1)
+    return torch.where(total > 0, picked, 0).squeeze(-1)
+
+
+class StochasticPool(Pool2d):
+    """See :func:`stochastic_pool2d`. Nothing to learn."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.output_size(x)
+        return stochastic_pool2d(
+            x, kernel_size=self.kernel_size, stride=self.stride, training=self.training
+        )

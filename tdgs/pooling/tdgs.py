@@ -1,0 +1,182 @@
+"""TDGS: Temperature Driven Gumbel-Softmax pooling (Bredariol, the project's slide deck; SPEC.md
+section 2). A learnable temperature ``T`` sets, per location, how close the pick of a window value
+is to max pooling (``T -> 0``) or to a uniform random pick (``T -> inf``). Sampling uses the
+Gumbel-max trick with the straight-through Gumbel-softmax gradient (Jang, Gu & Poole, ICLR 2017,
+arXiv:1611.01144; Maddison, Mnih & Teh, ICLR 2017, arXiv:1611.00712)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
+
+from .base import Pool2d
+from .checks import check_bool, check_choice, check_positive_float, check_positive_int
+from .windows import normalized_windows, pooled_size, windows
+
+NORMALIZATIONS = ("l2", "none", "l1", "max")
+EVAL_MODES = ("expectation", "sample", "argmax")
+GRANULARITIES = ("position", "channel", "layer")
+RECTIFIERS = ("relu", "softplus")
+
+
+def rectified_temperature(theta: torch.Tensor, rectifier: str = "relu", eps: float = 0.1) -> torch.Tensor:
+    """``T = relu(theta) + eps`` (or ``softplus(theta) + eps``): strictly positive for any ``theta``."""
+    return (F.relu(theta) if rectifier == "relu" else F.softplus(theta)) + eps
+
+
+def gumbel_noise(shape: Sequence[int], *, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """iid Gumbel(0, 1) samples ``-log(-log(u))``, ``u`` in the open interval (0, 1): always finite."""
+    u = torch.rand(shape, dtype=dtype, device=device)  # [0, 1)
+    return -torch.log(-torch.log(u.clamp_min_(torch.finfo(dtype).tiny)))
+
+
+def tdgs_pool2d(
+    x: torch.Tensor,
+    temperature: torch.Tensor,
+    *,
+    kernel_size: int = 2,
+    stride: int = 2,
+    normalize: str = "l2",
+    hard: bool = True,
+    eval_mode: str = "expectation",
+    training: bool = True,
+    gumbels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """TDGS pooling with logits ``z = normalize(a) / T`` over each window ``a``.
+
+    Training (and ``eval_mode="sample"``): ``hard=True`` outputs ``a_{i*}``, ``i* = argmax(z + g)``
+    with Gumbel noise ``g``, and back-propagates as ``sum(a * y)``, ``y = softmax(z + g)``
+    (straight-through, as ``F.gumbel_softmax(z, tau=1, hard=True)``); ``hard=False`` outputs
+    ``sum(a * y)``. Evaluation: ``expectation`` gives ``sum(a * softmax(z))``, ``argmax`` gives
+    ``a_{argmax z}``.
+
+    Args:
+        x: input, shape (B, C, H, W).
+        temperature: ``T > 0``, broadcastable to (C, Ho, Wo).
+        gumbels: the Gumbel noise to use, shape (B, C, Ho, Wo, k*k); drawn when ``None``.
+
+    Shape: (B, C, H, W) -> (B, C, Ho, Wo).
+    """
+    a = windows(x, kernel_size, stride)  # (B, C, Ho, Wo, k*k)
+    z = normalized_windows(a, normalize) / temperature.unsqueeze(-1)  # (B, C, Ho, Wo, k*k)
+    if training or eval_mode == "sample":
+        if gumbels is None:
+            gumbels = gumbel_noise(z.shape, dtype=z.dtype, device=z.device)
+        y = torch.softmax(z + gumbels, dim=-1)  # (B, C, Ho, Wo, k*k)
+        if not hard:
+            return (a * y).sum(-1)
+        picked = a.gather(-1, y.argmax(-1, keepdim=True)).squeeze(-1)  # (B, C, Ho, Wo)
+        soft = (a.detach() * y).sum(-1)  # carries the straight-through gradient, adds exactly 0
+        return picked + (soft - soft.detach())
+    if eval_mode == "expectation":
+        return (a * torch.softmax(z, dim=-1)).sum(-1)
+    return a.gather(-1, z.argmax(-1, keepdim=True)).squeeze(-1)  # argmax
+
+
+class TDGSPool(LazyModuleMixin, Pool2d):
+    """See :func:`tdgs_pool2d`. Learns the raw temperature ``theta``; ``T = rectifier(theta) + eps``.
+
+    Args:
+        t0: initial temperature scale: ``theta = t0 * U(0.5, 1.5)`` elementwise.
+        granularity: ``"position"`` (one ``T`` per channel and output cell, (C, Ho, Wo), default),
+            ``"channel"`` (C,) or ``"layer"`` (1,). ``position`` is sized at the first forward
+            unless ``input_size`` is given, and refuses inputs of another spatial size later.
+        eps: floor added to the rectified temperature (default 0.1).
+        rectifier: ``"relu"`` (default) or ``"softplus"``.
+        normalize: window normalisation before dividing by ``T``: ``"l2"`` (default), ``"none"``,
+            ``"l1"`` or ``"max"``.
+        hard: training outputs the sampled value (default) rather than the soft sample.
+        eval_mode: ``"expectation"`` (default), ``"sample"`` or ``"argmax"``.
+        input_size: ``(H, W)`` of the input, to size ``position`` temperatures at construction.
+
+    Example:
+        >>> pool = TDGSPool(16)
+        >>> pool(torch.rand(8, 16, 32, 32)).shape
+        torch.Size([8, 16, 16, 16])
+        >>> pool.temperature.shape
+        torch.Size([16, 16, 16])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        kernel_size: int = 2,
+        stride: int = 2,
+        t0: float = 1.0,
+        granularity: str = "position",
+        eps: float = 0.1,
+        rectifier: str = "relu",
+        normalize: str = "l2",
+        hard: bool = True,
+        eval_mode: str = "expectation",
+        input_size: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(channels, kernel_size=kernel_size, stride=stride)
+        self.t0 = check_positive_float("t0", t0)
+        self.granularity = check_choice("granularity", granularity, GRANULARITIES)
+        self.eps = check_positive_float("eps", eps)
+        self.rectifier = check_choice("rectifier", rectifier, RECTIFIERS)
+        self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
+        self.hard = check_bool("hard", hard)
+        self.eval_mode = check_choice("eval_mode", eval_mode, EVAL_MODES)
+        if granularity == "position":
+            self.theta = nn.UninitializedParameter()
+            if input_size is not None:
+                if len(input_size) != 2:
+                    raise ValueError(f"input_size must be (H, W), but got {input_size!r}")
+                height, width = (check_positive_int("input_size", n) for n in input_size)
+                self._materialize(pooled_size(height, width, kernel_size, stride))
+        else:
+            if input_size is not None:
+                raise ValueError(f"input_size is only for granularity='position', not {granularity!r}")
+            self.theta = nn.Parameter(torch.empty(channels if granularity == "channel" else 1))
+            self._init_theta()
+
+    def _init_theta(self) -> None:
+        with torch.no_grad():
+            self.theta.uniform_(0.5, 1.5).mul_(self.t0)
+
+    def _materialize(self, size: tuple[int, int], **factory) -> None:
+        self.theta.materialize((self.channels, *size), **factory)
+        self._init_theta()
+
+    def initialize_parameters(self, x: torch.Tensor) -> None:
+        """Size the ``position`` temperatures from the first input (called by LazyModuleMixin)."""
+        if self.has_uninitialized_params():
+            self._materialize(self.output_size(x), device=x.device, dtype=x.dtype)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """The rectified temperature ``T``, shape (C, Ho, Wo), (C, 1, 1) or (1, 1, 1)."""
+        theta = self.theta if self.granularity == "position" else self.theta.view(-1, 1, 1)
+        return rectified_temperature(theta, self.rectifier, self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.output_size(x)
+        if self.granularity == "position" and tuple(self.theta.shape[1:]) != size:
+            raise ValueError(
+                f"input of spatial size {tuple(x.shape[2:])} pools to {size}, but this pooler's "
+                f"position temperatures have size {tuple(self.theta.shape[1:])}"
+            )
+        return tdgs_pool2d(
+            x,
+            self.temperature,
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            normalize=self.normalize,
+            hard=self.hard,
+            eval_mode=self.eval_mode,
+            training=self.training,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, t0={self.t0}, granularity={self.granularity!r}, eps={self.eps}, "
+            f"rectifier={self.rectifier!r}, normalize={self.normalize!r}, hard={self.hard}, "
+            f"eval_mode={self.eval_mode!r}"
+        )

@@ -1,0 +1,38 @@
+"""Pooling geometry: output sizes and the (B, C, Ho, Wo, k*k) view of every pooling window."""
+
+from __future__ import annotations
+
+import torch
+
+
+def pooled_size(height: int, width: int, kernel_size: int, stride: int) -> tuple[int, int]:
+    """Output size of a k x k, stride-s pooling without padding: floor((H - k) / s) + 1 per side."""
+    if height < kernel_size or width < kernel_size:
+        raise ValueError(
+            f"input spatial size ({height}, {width}) is smaller than kernel_size={kernel_size}"
+        )
+    return (height - kernel_size) // stride + 1, (width - kernel_size) // stride + 1
+
+
+def windows(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
+    """The values of every pooling window, row-major within the window.
+
+    Shape: (B, C, H, W) -> (B, C, Ho, Wo, k*k).
+    """
+    patches = x.unfold(2, kernel_size, stride).unfold(3, kernel_size, stride)  # (B, C, Ho, Wo, k, k)
+    return patches.flatten(-2)  # (B, C, Ho, Wo, k*k)
+
+
+def normalized_windows(a: torch.Tensor, normalize: str = "l2") -> torch.Tensor:
+    """Each window (last dimension) divided by its ``normalize`` norm: ``none``, ``l1``, ``l2``, or
+    ``max`` (largest absolute value). A zero window stays zero. Shape: (..., k*k) -> (..., k*k)."""
+    if normalize == "none":
+        return a
+    tiny = torch.finfo(a.dtype).tiny
+    peak = a.abs().amax(-1, keepdim=True)  # (..., 1)
+    scaled = a / peak.clamp_min(tiny)  # in [-1, 1]: the norms below cannot overflow
+    if normalize == "max":
+        return scaled
+    order = 1 if normalize == "l1" else 2
+    norm = torch.linalg.vector_norm(scaled, order, dim=-1, keepdim=True)  # (..., 1)
+    return scaled / norm.clamp_min(tiny)

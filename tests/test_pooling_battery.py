@@ -1,0 +1,198 @@
+"""The battery every pooler passes (kornia-style): shapes, layouts, exceptions, module == function,
+finite values on extreme inputs, state_dict round trip, reproducibility."""
+
+import pytest
+import torch
+
+from conftest import ALL_POOLERS, RANDOM_POOLERS, run_seeded
+from tdgs.pooling import (
+    POOLERS,
+    create_pooler,
+    gated_pool2d,
+    mixed_pool2d,
+    s3_pool2d,
+    stochastic_pool2d,
+    tdgs_pool2d,
+)
+
+MODES = pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+EACH = pytest.mark.parametrize("name", ALL_POOLERS)
+
+
+def test_registry_names():
+    assert list(POOLERS) == ["max", "avg", "mixed", "gated", "stochastic", "s3", "tdgs"]
+
+
+@EACH
+@MODES
+@pytest.mark.parametrize(
+    "sizes", [(28, 14, 7, 3), (32, 16, 8, 4)], ids=["mnist", "cifar"]
+)
+def test_shape_chain(name, training, sizes):
+    x = torch.rand(2, 3, sizes[0], sizes[0])
+    for size in sizes[1:]:
+        x = create_pooler(name, 3).train(training)(x)
+        assert x.shape == (2, 3, size, size)
+
+
+@EACH
+@MODES
+def test_noncontiguous_and_channels_last(name, training):
+    pool = create_pooler(name, 4).train(training)
+    x = torch.rand(3, 4, 12, 10)
+    pool(x)  # materialises lazy parameters
+    expected = run_seeded(pool, x)
+    transposed = x.transpose(2, 3).contiguous().transpose(2, 3)
+    assert not transposed.is_contiguous()
+    torch.testing.assert_close(run_seeded(pool, transposed), expected)
+    torch.testing.assert_close(run_seeded(pool, x.to(memory_format=torch.channels_last)), expected)
+    torch.testing.assert_close(run_seeded(pool, x[:, :, ::1, :]), expected)
+
+
+BAD_OPTIONS = [
+    ("max", {"kernel_size": 0}, "kernel_size"),
+    ("avg", {"stride": 1.5}, "stride"),
+    ("mixed", {"granularity": "position"}, "granularity"),
+    ("gated", {"granularity": "pixel"}, "granularity"),
+    ("s3", {"grid_size": 3}, "grid_size"),
+    ("s3", {"grid_size": 0}, "grid_size"),
+    ("s3", {"kernel_size": 2, "stride": 3, "grid_size": 3}, "stride"),
+    ("tdgs", {"t0": 0}, "t0"),
+    ("tdgs", {"t0": float("nan")}, "t0"),
+    ("tdgs", {"eps": -0.1}, "eps"),
+    ("tdgs", {"granularity": "pixel"}, "granularity"),
+    ("tdgs", {"rectifier": "elu"}, "rectifier"),
+    ("tdgs", {"normalize": "l3"}, "normalize"),
+    ("tdgs", {"hard": "yes"}, "hard"),
+    ("tdgs", {"eval_mode": "mean"}, "eval_mode"),
+    ("tdgs", {"input_size": (28,)}, "input_size"),
+    ("tdgs", {"input_size": (28, 28), "granularity": "layer"}, "input_size"),
+    ("tdgs", {"grid_size": 4}, "grid_size"),
+    ("max", {"t0": 1.0}, "t0"),
+]
+
+
+@pytest.mark.parametrize("name,options,key", BAD_OPTIONS)
+def test_bad_options_name_the_option(name, options, key):
+    with pytest.raises(ValueError, match=key) as info:
+        create_pooler(name, 4, **options)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_pooler_lists_the_allowed_names():
+    with pytest.raises(ValueError, match=r"'maxx'.*") as info:
+        create_pooler("maxx", 4)
+    assert all(name in str(info.value) for name in POOLERS)
+
+
+@pytest.mark.parametrize("channels", [0, -1, 2.0, True])
+def test_bad_channels(channels):
+    with pytest.raises(ValueError, match="channels"):
+        create_pooler("max", channels)
+
+
+@EACH
+@pytest.mark.parametrize(
+    "shape,match",
+    [((4, 8, 8), r"\(B, C, H, W\)"), ((1, 3, 8, 8), "channels"), ((1, 4, 1, 8), "smaller than")],
+)
+def test_bad_input(name, shape, match):
+    with pytest.raises(ValueError, match=match):
+        create_pooler(name, 4)(torch.rand(shape))
+
+
+def _functional(name, pool, x, training):
+    """What the module should compute, through the pure function."""
+    if name == "max":
+        return torch.nn.functional.max_pool2d(x, 2, 2)
+    if name == "avg":
+        return torch.nn.functional.avg_pool2d(x, 2, 2)
+    if name == "mixed":
+        return mixed_pool2d(x, pool.mix_logit)
+    if name == "gated":
+        return gated_pool2d(x, pool.mask, pool.bias)
+    if name == "stochastic":
+        return stochastic_pool2d(x, training=training)
+    if name == "s3":
+        return s3_pool2d(x, training=training)
+    return tdgs_pool2d(x, pool.temperature, training=training)
+
+
+@EACH
+@MODES
+def test_module_equals_functional(name, training):
+    pool = create_pooler(name, 4).train(training)
+    x = torch.rand(2, 4, 9, 9)
+    pool(x)  # materialises lazy parameters
+    for p in pool.parameters():
+        torch.nn.init.normal_(p)  # away from the symmetric initial values
+    torch.manual_seed(1)
+    expected = _functional(name, pool, x, training)
+    torch.testing.assert_close(run_seeded(pool, x, seed=1), expected, rtol=0, atol=0)
+
+
+EXTREMES = {
+    "zeros": lambda: torch.zeros(2, 4, 6, 6),
+    "negative": lambda: -torch.rand(2, 4, 6, 6),
+    "huge": lambda: 1e30 * torch.rand(2, 4, 6, 6),
+    "mixed_sign_huge": lambda: 1e30 * torch.randn(2, 4, 6, 6),
+    "tiny": lambda: 1e-40 * torch.rand(2, 4, 6, 6),
+}
+
+
+@EACH
+@MODES
+@pytest.mark.parametrize("kind", list(EXTREMES))
+def test_finite_on_extreme_inputs(name, training, kind):
+    pool = create_pooler(name, 4).train(training)
+    x = EXTREMES[kind]().requires_grad_()
+    out = pool(x)
+    out.sum().backward()
+    assert torch.isfinite(out).all()
+    assert torch.isfinite(x.grad).all()
+    if name == "gated" and "huge" in kind:
+        # The exact mask gradient, sum((max - avg) * g * (1 - g) * R_j), is about 1e60 here: beyond
+        # float32, so its finiteness is checked in float64, where it fits.
+        pool.zero_grad()
+        pool.double()(x.detach().double()).sum().backward()
+    for p in pool.parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all()
+
+
+@EACH
+def test_state_dict_round_trip(name):
+    pool = create_pooler(name, 4)
+    x = torch.rand(2, 4, 10, 10)
+    pool(x)
+    for p in pool.parameters():
+        torch.nn.init.normal_(p)
+    fresh = create_pooler(name, 4)
+    fresh.load_state_dict(pool.state_dict())
+    for training in (True, False):
+        pool.train(training), fresh.train(training)
+        torch.testing.assert_close(run_seeded(fresh, x), run_seeded(pool, x), rtol=0, atol=0)
+
+
+@EACH
+@MODES
+def test_reproducible_under_manual_seed(name, training):
+    x = torch.rand(2, 4, 16, 16)
+    torch.manual_seed(5)
+    first = create_pooler(name, 4).train(training)(x)
+    torch.manual_seed(5)
+    second = create_pooler(name, 4).train(training)(x)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", RANDOM_POOLERS)
+def test_training_draws_change_with_the_seed(name):
+    pool = create_pooler(name, 4)
+    x = torch.rand(2, 4, 16, 16)
+    pool(x)
+    assert not torch.equal(run_seeded(pool, x, seed=1), run_seeded(pool, x, seed=2))
+
+
+@EACH
+def test_extra_repr_shows_the_options(name):
+    text = repr(create_pooler(name, 4))
+    assert "kernel_size=2" in text and "stride=2" in text
