@@ -1,10 +1,10 @@
-# Front door: `make test` and (later) `make demo` each set up .venv themselves when it is missing.
+# Front door: `make demo` and `make test` each set up .venv themselves when it is missing.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-all bench clean-venv
+.PHONY: demo test test-all bench clean-venv
 
 # The virtual environment, (re)installed whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -12,6 +12,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+## demo: max vs TDGS on the embedded digits set (offline), 5 epochs each, into outputs/demo/<time>/
+demo: $(STAMP)
+	$(VENV)/bin/tdgs-train -m experiment=demo
+	@latest=$$(ls -td outputs/demo/*/ | head -1); echo; echo "Results in $$latest:"; \
+	$(PY) -m tdgs.results $$latest
 
 ## test: the default test suite (slow tests excluded)
 test: $(STAMP)

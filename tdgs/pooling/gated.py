@@ -13,6 +13,20 @@ from .checks import check_choice
 GRANULARITIES = ("channel", "layer")
 
 
+def gate_map(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    kernel_size: int = 2,
+    stride: int = 2,
+) -> torch.Tensor:
+    """The responsive gate ``sigmoid(w . R_j + b)`` of every window. Shape: (B, C, H, W) -> (B, C, Ho, Wo)."""
+    channels = x.shape[1]
+    weight = mask.view(-1, 1, kernel_size, kernel_size).expand(channels, 1, kernel_size, kernel_size)
+    return torch.sigmoid(F.conv2d(x, weight, bias.expand(channels), stride=stride, groups=channels))
+
+
 def gated_pool2d(
     x: torch.Tensor,
     mask: torch.Tensor,
@@ -30,10 +44,7 @@ def gated_pool2d(
 
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
-    channels = x.shape[1]
-    weight = mask.view(-1, 1, kernel_size, kernel_size).expand(channels, 1, kernel_size, kernel_size)
-    gate_logit = F.conv2d(x, weight, bias.expand(channels), stride=stride, groups=channels)  # (B, C, Ho, Wo)
-    gate = torch.sigmoid(gate_logit)
+    gate = gate_map(x, mask, bias, kernel_size=kernel_size, stride=stride)  # (B, C, Ho, Wo)
     top = F.max_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)
     mean = F.avg_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)
     return mean + gate * (top - mean)
@@ -55,6 +66,11 @@ class GatedPool(Pool2d):
         rows = channels if granularity == "channel" else 1
         self.mask = nn.Parameter(torch.zeros(rows, kernel_size * kernel_size))
         self.bias = nn.Parameter(torch.zeros(rows))
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate of every window of ``x``, shape (B, C, Ho, Wo)."""
+        self.output_size(x)
+        return gate_map(x, self.mask, self.bias, kernel_size=self.kernel_size, stride=self.stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.output_size(x)
