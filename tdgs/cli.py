@@ -26,7 +26,7 @@ def train_main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         summary = train(cfg, run_dir)
-    except (DatasetUnavailable, ValueError) as error:  # the user's to fix: one line, no traceback
+    except DatasetUnavailable as error:  # the user's to fix: one line, no traceback
         log.error(f"{error}")
         sys.exit(1)
     log.info(

@@ -1,0 +1,70 @@
+"""The Hydra configuration composes for every group option, matches the pooler registry and the
+deck's protocol, and refuses values of the wrong type."""
+
+import inspect
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from tdgs.cli import CONF_DIR
+from tdgs.data import DATASETS
+from tdgs.pooling import POOLERS, pooler_options
+
+
+def _compose(*overrides):
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        return compose("config", overrides=list(overrides))
+
+
+def test_defaults_follow_the_deck():
+    cfg = _compose()
+    assert (cfg.dataset.name, cfg.pooler.name, cfg.seed, cfg.device) == ("digits", "tdgs", 0, "auto")
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.lr) == (10, 64, 1e-3)
+    assert cfg.pooler.t0 == 1.0
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_every_dataset_composes(name):
+    cfg = _compose(f"dataset={name}", "dataset.root=/tmp/somewhere")
+    assert cfg.dataset.name == name and cfg.dataset.root == "/tmp/somewhere"
+
+
+@pytest.mark.parametrize("name", list(POOLERS))
+def test_every_pooler_file_lists_its_options_with_the_module_defaults(name):
+    cfg = _compose(f"pooler={name}")
+    options = {k: v for k, v in cfg.pooler.items() if k != "name"}
+    assert cfg.pooler.name == name
+    assert set(options) == set(pooler_options(name)) - {"input_size"}
+    signature = inspect.signature(POOLERS[name].__init__).parameters
+    assert options == {k: signature[k].default for k in options}
+
+
+def test_pooler_options_override_with_types_checked():
+    cfg = _compose("pooler=tdgs", "pooler.t0=0.5", "pooler.hard=false", "pooler.normalize=none")
+    assert (cfg.pooler.t0, cfg.pooler.hard, cfg.pooler.normalize) == (0.5, False, "none")
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["trainer.epochs=abc", "pooler.t0=hot", "trainer.lr=fast", "seed=x", "pooler=max pooler.t0=1"],
+)
+def test_wrong_types_and_unknown_keys_are_refused(override):
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        _compose(*override.split())
+
+
+def test_unknown_group_option_is_refused():
+    with pytest.raises(ConfigCompositionException):
+        _compose("pooler=maxx")
+
+
+def test_demo_experiment():
+    cfg = _compose("experiment=demo")
+    assert cfg.dataset.name == "digits" and cfg.trainer.epochs == 5
+
+
+def test_paths_and_trainer_groups():
+    cfg = _compose("paths.data_dir=/d", "paths.output_dir=/o", "trainer.threads=1")
+    assert cfg.dataset.root == "/d" and cfg.paths.output_dir == "/o" and cfg.trainer.threads == 1
