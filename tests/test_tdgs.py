@@ -4,6 +4,7 @@ evaluation modes, normalisations, temperatures and their lazy sizing."""
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import drawn_gumbels
 from scipy.stats import chisquare
 
 from tdgs.pooling import create_pooler, tdgs_pool2d
@@ -126,8 +127,7 @@ def test_soft_sample_is_softmax_weighted_sum():
     pool = create_pooler("tdgs", 3, hard=False, input_size=(8, 8))
     a = _windows(x)
     z = _normalized(a, "l2") / pool.temperature.unsqueeze(-1)
-    torch.manual_seed(4)
-    gumbels = gumbel_noise(z.shape, dtype=z.dtype)
+    gumbels = drawn_gumbels(4, z.shape, z.dtype)
     expected = (a * torch.softmax(z + gumbels, -1)).sum(-1)
     torch.testing.assert_close((torch.manual_seed(4), pool(x))[1], expected)
 

@@ -7,7 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import native
 from .base import Pool2d
+from .gated import GatedFunction
 from .checks import check_choice
 
 GRANULARITIES = ("channel", "layer")
@@ -24,6 +26,9 @@ def mixed_pool2d(
 
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
+    if native.usable(x, mix_logit, kernel_size=kernel_size):  # the gated kernel with a zero mask
+        mask = mix_logit.new_zeros(mix_logit.shape[0], kernel_size * kernel_size)
+        return GatedFunction.apply(x, mask, mix_logit, kernel_size, stride)
     gate = torch.sigmoid(mix_logit).view(1, -1, 1, 1)  # (1, C or 1, 1, 1)
     top = F.max_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)
     mean = F.avg_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import native
 from .base import Pool2d
 from .checks import check_positive_int
 from .windows import pooled_size
@@ -51,6 +52,15 @@ def s3_pool2d(
     """
     height, width = x.shape[-2:]
     out_h, out_w = pooled_size(height, width, kernel_size, stride)
+    fast = native.usable(x, kernel_size=kernel_size)
+    if fast and not training:
+        rows, cols = torch.arange(out_h * stride), torch.arange(out_w * stride)
+        return _S3Function.apply(x, rows, cols, kernel_size, stride, out_h, out_w)
+    if fast:
+        per_block = grid_size // stride
+        rows = sampled_lines(height, out_h, grid_size, per_block, x.device)  # (Ho,)
+        cols = sampled_lines(width, out_w, grid_size, per_block, x.device)  # (Wo,)
+        return _S3Function.apply(x, rows, cols, kernel_size, 1, out_h, out_w)
     padded = F.pad(x, (0, kernel_size - 1, 0, kernel_size - 1), value=float("-inf"))
     peaks = F.max_pool2d(padded, kernel_size, stride=1)  # (B, C, H, W)
     if not training:
@@ -59,6 +69,25 @@ def s3_pool2d(
     rows = sampled_lines(height, out_h, grid_size, per_block, x.device)  # (Ho,)
     cols = sampled_lines(width, out_w, grid_size, per_block, x.device)  # (Wo,)
     return peaks.index_select(2, rows).index_select(3, cols)  # (B, C, Ho, Wo)
+
+
+class _S3Function(torch.autograd.Function):
+    """:func:`s3_pool2d` through the compiled CPU kernel: the mean over ``repeat x repeat`` blocks of
+    window maxima at the given rows and columns, without building the stride-1 max map."""
+
+    @staticmethod
+    def forward(ctx, x, rows, cols, kernel_size, repeat, out_h, out_w):
+        x = x.contiguous()
+        ctx.save_for_backward(x, rows, cols)
+        ctx.args = (kernel_size, repeat)
+        return native.ops().s3_forward(x, rows, cols, kernel_size, repeat, out_h, out_w)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, rows, cols = ctx.saved_tensors
+        grad_x = native.ops().s3_backward(grad.contiguous(), x, rows, cols, *ctx.args)
+        return grad_x, None, None, None, None, None, None
 
 
 class S3Pool(Pool2d):

@@ -1,0 +1,319 @@
+// CPU kernels for gated/mixed, stochastic and S3 pooling (SPEC.md section 1): one pass over each
+// window, no (B, C, Ho, Wo, k*k) copies; the backward passes recompute what they need (the
+// stochastic draw from its counter-based stream) instead of storing it.
+#include "common.h"
+
+namespace tdgs {
+namespace {
+
+template <typename scalar_t>
+inline scalar_t sigmoid(scalar_t v) {
+  return scalar_t(1) / (scalar_t(1) + vexp(-v));
+}
+
+// Gated pooling: out = mean + gate * (max - mean), gate = sigmoid(mask . a + bias) per window; the
+// mask is (C or 1, k*k), the bias (C or 1). Mixed pooling is the case mask = 0, bias = its logit.
+at::Tensor gated_forward(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& bias,
+                         int64_t kernel_size, int64_t stride) {
+  const Geometry g(x, kernel_size, stride);
+  const int64_t kk = g.window();
+  TORCH_CHECK(mask.dim() == 2 && mask.size(1) == kk && mask.is_contiguous() && bias.is_contiguous() &&
+                  (mask.size(0) == g.channels || mask.size(0) == 1) && bias.numel() == mask.size(0),
+              "gated kernels: mask must be (C or 1, k*k) and bias (C or 1)");
+  at::Tensor out = at::empty(g.output_sizes(), x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_forward", [&] {
+    const scalar_t* xs = x.const_data_ptr<scalar_t>();
+    const scalar_t* ms = mask.const_data_ptr<scalar_t>();
+    const scalar_t* bs = bias.const_data_ptr<scalar_t>();
+    scalar_t* os = out.mutable_data_ptr<scalar_t>();
+    int64_t offsets[kMaxWindow];
+    window_offsets(g, offsets);
+    const bool shared = mask.size(0) == 1;
+    at::parallel_for(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
+      for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t*) {
+        const int64_t c = shared ? 0 : first / g.plane_outputs() % g.channels;
+        const scalar_t* w = ms + c * kk;
+        for (int64_t l = 0; l < count; ++l) {
+          const scalar_t* corner = xs + corners[l];
+          scalar_t top = corner[0], sum = 0, logit = bs[c];
+          for (int64_t j = 0; j < kk; ++j) {
+            const scalar_t a = corner[offsets[j]];
+            top = a > top ? a : top;
+            sum += a;
+            logit += w[j] * a;
+          }
+          const scalar_t mean = sum / static_cast<scalar_t>(kk);
+          os[first + l] = mean + sigmoid(logit) * (top - mean);
+        }
+      });
+    });
+  });
+  return out;
+}
+
+// Returns d/dx and, per plane (B*C, k*k + 1), the sums of d/dmask (first k*k) and d/dbias (last).
+std::tuple<at::Tensor, at::Tensor> gated_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                  const at::Tensor& mask, const at::Tensor& bias,
+                                                  int64_t kernel_size, int64_t stride) {
+  const Geometry g(x, kernel_size, stride);
+  const int64_t kk = g.window();
+  TORCH_CHECK(grad.is_contiguous() && grad.sizes() == at::IntArrayRef(g.output_sizes()), "gated_backward: bad grad");
+  at::Tensor grad_x = g.tiles() ? at::empty_like(x) : at::zeros_like(x);
+  at::Tensor grad_params = at::empty({g.batch * g.channels, kk + 1}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gated_backward", [&] {
+    const scalar_t* xs = x.const_data_ptr<scalar_t>();
+    const scalar_t* gs = grad.const_data_ptr<scalar_t>();
+    const scalar_t* ms = mask.const_data_ptr<scalar_t>();
+    const scalar_t* bs = bias.const_data_ptr<scalar_t>();
+    scalar_t* gxs = grad_x.mutable_data_ptr<scalar_t>();
+    scalar_t* gps = grad_params.mutable_data_ptr<scalar_t>();
+    int64_t offsets[kMaxWindow];
+    window_offsets(g, offsets);
+    const bool shared = mask.size(0) == 1, tiles = g.tiles();
+    const scalar_t inv_kk = scalar_t(1) / static_cast<scalar_t>(kk);
+    at::parallel_for(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const int64_t c = shared ? 0 : plane % g.channels;
+        const scalar_t* w = ms + c * kk;
+        scalar_t* gp = gps + plane * (kk + 1);
+        for (int64_t j = 0; j <= kk; ++j) gp[j] = 0;
+        for_each_block(g, plane, plane + 1, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t*) {
+          for (int64_t l = 0; l < count; ++l) {
+            const scalar_t* corner = xs + corners[l];
+            scalar_t top = corner[0], sum = 0, logit = bs[c];
+            int64_t arg = 0;
+            for (int64_t j = 0; j < kk; ++j) {
+              const scalar_t a = corner[offsets[j]];
+              if (a > top) top = a, arg = j;
+              sum += a;
+              logit += w[j] * a;
+            }
+            const scalar_t mean = sum * inv_kk, gate = sigmoid(logit), go = gs[first + l];
+            const scalar_t g_logit = go * (top - mean) * gate * (scalar_t(1) - gate);
+            const scalar_t g_mean = go * (scalar_t(1) - gate) * inv_kk;
+            scalar_t* gx = gxs + corners[l];
+            for (int64_t j = 0; j < kk; ++j) {
+              const scalar_t d = g_mean + g_logit * w[j] + (j == arg ? go * gate : scalar_t(0));
+              if (tiles)
+                gx[offsets[j]] = d;
+              else
+                gx[offsets[j]] += d;
+              gp[j] += g_logit * corner[offsets[j]];
+            }
+            gp[kk] += g_logit;
+          }
+        });
+      }
+    });
+  });
+  return {grad_x, grad_params};
+}
+
+// Index of the element stochastic pooling picks in a window: the first i with cdf_i > u * total,
+// cdf over max(a, 0) (inverse CDF); -1 when the window sums to 0.
+template <typename scalar_t>
+inline int64_t stochastic_pick(const scalar_t* corner, const int64_t* offsets, int64_t kk, scalar_t u) {
+  scalar_t total = 0;
+  for (int64_t j = 0; j < kk; ++j) total += std::max(corner[offsets[j]], scalar_t(0));
+  if (!(total > 0)) return -1;
+  const scalar_t target = u * total;
+  scalar_t cdf = 0;
+  int64_t index = 0;
+  for (int64_t j = 0; j < kk; ++j) {
+    cdf += std::max(corner[offsets[j]], scalar_t(0));
+    index += cdf <= target;
+  }
+  return std::min(index, kk - 1);
+}
+
+// Stochastic pooling. training: a_i with probability max(a_i, 0) / sum(max(a, 0)) (one uniform per
+// window: uniform 0 of the window's Philox stream `seed`); eval: sum(p * a), p = max(a, 0) / sum.
+// In training `picks` receives the chosen input offset (-1 for a zero window) for the backward pass.
+at::Tensor stochastic_forward(const at::Tensor& x, int64_t seed, int64_t kernel_size, int64_t stride,
+                              bool training) {
+  const Geometry g(x, kernel_size, stride);
+  const int64_t kk = g.window();
+  at::Tensor out = at::empty(g.output_sizes(), x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stochastic_forward", [&] {
+    const scalar_t tiny = std::numeric_limits<scalar_t>::min();  // as the reference's clamp
+    const scalar_t* xs = x.const_data_ptr<scalar_t>();
+    scalar_t* os = out.mutable_data_ptr<scalar_t>();
+    int64_t offsets[kMaxWindow];
+    window_offsets(g, offsets);
+    at::parallel_for(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
+      scalar_t u[kMaxWindow][kLanes];
+      for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t*) {
+        if (training) window_uniforms_lanes(static_cast<uint64_t>(seed), static_cast<uint64_t>(first), 1, u);
+        for (int64_t l = 0; l < count; ++l) {
+          const scalar_t* corner = xs + corners[l];
+          if (training) {
+            const int64_t pick = stochastic_pick(corner, offsets, kk, u[0][l]);
+            os[first + l] = pick < 0 ? scalar_t(0) : corner[offsets[pick]];
+            continue;
+          }
+          scalar_t peak = 0;
+          for (int64_t j = 0; j < kk; ++j) peak = std::max(peak, corner[offsets[j]]);
+          const scalar_t inv_peak = peak > 0 ? scalar_t(1) / std::max(peak, tiny) : scalar_t(0);  // overflow-safe sums
+          scalar_t total = 0, weighted = 0;
+          for (int64_t j = 0; j < kk; ++j) {
+            const scalar_t a = corner[offsets[j]], p = std::max(a, scalar_t(0)) * inv_peak;
+            total += p;
+            weighted += p * a;
+          }
+          os[first + l] = total > 0 ? weighted / total : scalar_t(0);
+        }
+      });
+    });
+  });
+  return out;
+}
+
+at::Tensor stochastic_backward(const at::Tensor& grad, const at::Tensor& x, int64_t seed, int64_t kernel_size,
+                               int64_t stride, bool training) {
+  const Geometry g(x, kernel_size, stride);
+  const int64_t kk = g.window();
+  TORCH_CHECK(grad.is_contiguous() && grad.sizes() == at::IntArrayRef(g.output_sizes()), "stochastic_backward: bad grad");
+  at::Tensor grad_x = at::zeros_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stochastic_backward", [&] {
+    const scalar_t tiny = std::numeric_limits<scalar_t>::min();
+    const scalar_t* xs = x.const_data_ptr<scalar_t>();
+    const scalar_t* gs = grad.const_data_ptr<scalar_t>();
+    scalar_t* gxs = grad_x.mutable_data_ptr<scalar_t>();
+    int64_t offsets[kMaxWindow];
+    window_offsets(g, offsets);
+    at::parallel_for(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
+      scalar_t u[kMaxWindow][kLanes];
+      for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t*) {
+        if (training) window_uniforms_lanes(static_cast<uint64_t>(seed), static_cast<uint64_t>(first), 1, u);
+        for (int64_t l = 0; l < count; ++l) {
+          const scalar_t* corner = xs + corners[l];
+          scalar_t* gx = gxs + corners[l];
+          const scalar_t go = gs[first + l];
+          if (training) {  // the gradient flows only to the sampled element
+            const int64_t pick = stochastic_pick(corner, offsets, kk, u[0][l]);
+            if (pick >= 0) gx[offsets[pick]] += go;
+            continue;
+          }
+          // out = sum(w * a) / sum(w), w = max(a, 0): d/da_j = p_j + [a_j >= 0] (a_j - out) / sum(w)
+          // ([a_j >= 0]: torch's clamp passes the gradient at 0)
+          scalar_t peak = 0;
+          for (int64_t j = 0; j < kk; ++j) peak = std::max(peak, corner[offsets[j]]);
+          if (!(peak > 0)) continue;  // a window that sums to 0 outputs 0 whatever a is
+          const scalar_t inv_peak = scalar_t(1) / std::max(peak, tiny);
+          scalar_t total = 0, weighted = 0;
+          for (int64_t j = 0; j < kk; ++j) {
+            const scalar_t a = corner[offsets[j]], p = std::max(a, scalar_t(0)) * inv_peak;
+            total += p;
+            weighted += p * a;
+          }
+          const scalar_t out = weighted / total, inv_total = scalar_t(1) / total;
+          for (int64_t j = 0; j < kk; ++j) {
+            const scalar_t a = corner[offsets[j]], p = std::max(a, scalar_t(0)) * inv_peak * inv_total;
+            gx[offsets[j]] += go * (p + (a >= 0 ? (a - out) * inv_total * inv_peak : scalar_t(0)));
+          }
+        }
+      });
+    });
+  });
+  return grad_x;
+}
+
+// S3Pool's pooled map: out[b, c, i, j] = mean over p, q < m of the k x k maximum (padded with -inf
+// past the edges) at (rows[i * m + p], cols[j * m + q]). Training: m = 1 and the sampled rows and
+// columns; evaluation: m = s and all rows and columns (average pooling of the stride-1 max map).
+template <typename scalar_t>
+inline const scalar_t* window_peak(const scalar_t* plane, const Geometry& g, int64_t row, int64_t col) {
+  const scalar_t* best = plane + row * g.width + col;
+  for (int64_t i = row; i < std::min(row + g.k, g.height); ++i)
+    for (int64_t j = col; j < std::min(col + g.k, g.width); ++j)
+      if (plane[i * g.width + j] > *best) best = plane + i * g.width + j;
+  return best;
+}
+
+void check_lines(const at::Tensor& rows, const at::Tensor& cols, int64_t repeat, int64_t out_h, int64_t out_w) {
+  TORCH_CHECK(rows.dtype() == at::kLong && cols.dtype() == at::kLong && rows.is_contiguous() && cols.is_contiguous() &&
+                  rows.numel() == out_h * repeat && cols.numel() == out_w * repeat,
+              "s3 kernels: rows and cols must be int64 of length Ho * repeat and Wo * repeat");
+}
+
+at::Tensor s3_forward(const at::Tensor& x, const at::Tensor& rows, const at::Tensor& cols, int64_t kernel_size,
+                      int64_t repeat, int64_t out_h, int64_t out_w) {
+  const Geometry g(x, kernel_size, 1);
+  check_lines(rows, cols, repeat, out_h, out_w);
+  at::Tensor out = at::empty({g.batch, g.channels, out_h, out_w}, x.options());
+  const int64_t* rs = rows.const_data_ptr<int64_t>();
+  const int64_t* cs = cols.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "s3_forward", [&] {
+    const scalar_t* xs = x.const_data_ptr<scalar_t>();
+    scalar_t* os = out.mutable_data_ptr<scalar_t>();
+    const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(repeat * repeat);
+    at::parallel_for(0, g.batch * g.channels, std::max<int64_t>(1, 2048 / (out_h * out_w)), [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const scalar_t* xp = xs + plane * g.height * g.width;
+        scalar_t* op = os + plane * out_h * out_w;
+        for (int64_t i = 0; i < out_h; ++i)
+          for (int64_t j = 0; j < out_w; ++j) {
+            scalar_t sum = 0;
+            for (int64_t p = 0; p < repeat; ++p)
+              for (int64_t q = 0; q < repeat; ++q) sum += *window_peak(xp, g, rs[i * repeat + p], cs[j * repeat + q]);
+            op[i * out_w + j] = repeat == 1 ? sum : sum * scale;
+          }
+      }
+    });
+  });
+  return out;
+}
+
+at::Tensor s3_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& rows, const at::Tensor& cols,
+                       int64_t kernel_size, int64_t repeat) {
+  const Geometry g(x, kernel_size, 1);
+  const int64_t out_h = grad.size(2), out_w = grad.size(3);
+  check_lines(rows, cols, repeat, out_h, out_w);
+  TORCH_CHECK(grad.is_contiguous(), "s3_backward: grad must be contiguous");
+  at::Tensor grad_x = at::zeros_like(x);
+  const int64_t* rs = rows.const_data_ptr<int64_t>();
+  const int64_t* cs = cols.const_data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "s3_backward", [&] {
+    const scalar_t* xs = x.const_data_ptr<scalar_t>();
+    const scalar_t* gs = grad.const_data_ptr<scalar_t>();
+    scalar_t* gxs = grad_x.mutable_data_ptr<scalar_t>();
+    const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(repeat * repeat);
+    at::parallel_for(0, g.batch * g.channels, std::max<int64_t>(1, 2048 / (out_h * out_w)), [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const scalar_t* xp = xs + plane * g.height * g.width;
+        scalar_t* gp = gxs + plane * g.height * g.width;
+        const scalar_t* go = gs + plane * out_h * out_w;
+        for (int64_t i = 0; i < out_h; ++i)
+          for (int64_t j = 0; j < out_w; ++j) {
+            const scalar_t share = repeat == 1 ? go[i * out_w + j] : go[i * out_w + j] * scale;
+            for (int64_t p = 0; p < repeat; ++p)
+              for (int64_t q = 0; q < repeat; ++q)
+                gp[window_peak(xp, g, rs[i * repeat + p], cs[j * repeat + q]) - xp] += share;
+          }
+      }
+    });
+  });
+  return grad_x;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(tdgs, m) {
+  m.def("gated_forward(Tensor x, Tensor mask, Tensor bias, int kernel_size, int stride) -> Tensor");
+  m.def("gated_backward(Tensor grad, Tensor x, Tensor mask, Tensor bias, int kernel_size, int stride) -> (Tensor, Tensor)");
+  m.def("stochastic_forward(Tensor x, int seed, int kernel_size, int stride, bool training) -> Tensor");
+  m.def("stochastic_backward(Tensor grad, Tensor x, int seed, int kernel_size, int stride, bool training) -> Tensor");
+  m.def("s3_forward(Tensor x, Tensor rows, Tensor cols, int kernel_size, int repeat, int out_h, int out_w) -> Tensor");
+  m.def("s3_backward(Tensor grad, Tensor x, Tensor rows, Tensor cols, int kernel_size, int repeat) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(tdgs, CPU, m) {
+  m.impl("gated_forward", &gated_forward);
+  m.impl("gated_backward", &gated_backward);
+  m.impl("stochastic_forward", &stochastic_forward);
+  m.impl("stochastic_backward", &stochastic_backward);
+  m.impl("s3_forward", &s3_forward);
+  m.impl("s3_backward", &s3_backward);
+}
+
+}  // namespace tdgs

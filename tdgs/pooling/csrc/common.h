@@ -1,0 +1,198 @@
+// Shared pieces of the CPU pooling kernels: geometry, the Philox random stream and vectorisable
+// exp/log. Kernels work on blocks of kLanes windows laid out lane-innermost, so that the compiler
+// turns every per-window step into SIMD instructions.
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+namespace tdgs {
+
+constexpr int64_t kMaxWindow = 64;  // largest k*k (k <= 8)
+constexpr int64_t kLanes = 16;      // windows per block
+
+// Geometry of a (B, C, H, W) -> (B, C, Ho, Wo) pooling with a k x k window and stride s.
+struct Geometry {
+  int64_t batch, channels, height, width, out_h, out_w, k, s;
+
+  Geometry(const at::Tensor& x, int64_t k_, int64_t s_) : k(k_), s(s_) {
+    TORCH_CHECK(x.dim() == 4 && x.is_contiguous(), "tdgs kernels: input must be a contiguous (B, C, H, W)");
+    TORCH_CHECK(k >= 1 && k * k <= kMaxWindow, "tdgs kernels: kernel_size must be in 1..8, got ", k);
+    TORCH_CHECK(s >= 1, "tdgs kernels: stride must be >= 1, got ", s);
+    batch = x.size(0);
+    channels = x.size(1);
+    height = x.size(2);
+    width = x.size(3);
+    TORCH_CHECK(height >= k && width >= k, "tdgs kernels: input smaller than the window");
+    out_h = (height - k) / s + 1;
+    out_w = (width - k) / s + 1;
+  }
+  int64_t window() const { return k * k; }
+  // the windows cover the input exactly once (stride = kernel_size, sizes divisible)
+  bool tiles() const { return s == k && out_h * k == height && out_w * k == width; }
+  int64_t plane_outputs() const { return out_h * out_w; }
+  std::vector<int64_t> output_sizes() const { return {batch, channels, out_h, out_w}; }
+};
+
+// Planes per parallel task: about 2048 windows.
+inline int64_t plane_grain(const Geometry& g) { return std::max<int64_t>(1, 2048 / g.plane_outputs()); }
+
+// Offsets of the k*k window elements (row-major) from the window's top-left corner.
+inline void window_offsets(const Geometry& g, int64_t* offsets) {
+  for (int64_t i = 0; i < g.k; ++i)
+    for (int64_t j = 0; j < g.k; ++j) offsets[i * g.k + j] = i * g.width + j;
+}
+
+// Calls body(first, count, corners, cells) for blocks of up to kLanes consecutive windows of the
+// planes [begin, end): `first` is the flat output index of the block's first window, corners[l] the
+// input offset of window l's top-left element and cells[l] its (oh * Wo + ow) position in the plane.
+template <typename Body>
+inline void for_each_block(const Geometry& g, int64_t begin, int64_t end, const Body& body) {
+  int64_t corners[kLanes], cells[kLanes];
+  const int64_t per_plane = g.plane_outputs();
+  for (int64_t plane = begin; plane < end; ++plane) {
+    for (int64_t cell0 = 0; cell0 < per_plane; cell0 += kLanes) {
+      const int64_t count = std::min(kLanes, per_plane - cell0);
+      int64_t oh = cell0 / g.out_w, ow = cell0 % g.out_w;
+      for (int64_t l = 0; l < count; ++l) {
+        corners[l] = plane * g.height * g.width + oh * g.s * g.width + ow * g.s;
+        cells[l] = cell0 + l;
+        if (++ow == g.out_w) ow = 0, ++oh;
+      }
+      body(plane * per_plane + cell0, count, corners, cells);
+    }
+  }
+}
+
+// Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011): a
+// counter-based generator, so the backward pass regenerates the forward pass's numbers. This
+// computes it for the counters (first + l, counter_2, counter_3) of the kLanes lanes l at once.
+inline void philox_lanes(uint64_t first, uint32_t counter_2, uint32_t counter_3, uint64_t key,
+                         uint32_t (*out)[kLanes]) {
+  uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) {
+    const uint64_t counter = first + static_cast<uint64_t>(l);
+    c0[l] = static_cast<uint32_t>(counter);
+    c1[l] = static_cast<uint32_t>(counter >> 32);
+    c2[l] = counter_2;
+    c3[l] = counter_3;
+  }
+  uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+  for (int round = 0; round < 10; ++round) {
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const uint64_t p0 = static_cast<uint64_t>(0xD2511F53u) * c0[l];
+      const uint64_t p1 = static_cast<uint64_t>(0xCD9E8D57u) * c2[l];
+      const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[l] ^ k0;
+      const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[l] ^ k1;
+      c1[l] = static_cast<uint32_t>(p1);
+      c3[l] = static_cast<uint32_t>(p0);
+      c0[l] = n0;
+      c2[l] = n2;
+    }
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) out[0][l] = c0[l], out[1][l] = c1[l], out[2][l] = c2[l], out[3][l] = c3[l];
+}
+
+// The uniforms u[j][l] in the open interval (0, 1), j < kk, of the windows first + l of stream
+// `seed`. float: 24 random bits, word j % 4 of Philox(window, j / 4, 0); double: 53 bits from words
+// 0 and 1 of Philox(window, j, 1).
+template <typename scalar_t>
+inline void window_uniforms_lanes(uint64_t seed, uint64_t first, int64_t kk, scalar_t (*u)[kLanes]) {
+  uint32_t words[4][kLanes];
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    for (int64_t j4 = 0; j4 < kk; j4 += 4) {
+      philox_lanes(first, static_cast<uint32_t>(j4 / 4), 0, seed, words);
+      for (int64_t r = 0; r < std::min<int64_t>(4, kk - j4); ++r)
+#pragma omp simd
+        for (int64_t l = 0; l < kLanes; ++l)
+          u[j4 + r][l] = (static_cast<float>(words[r][l] >> 8) + 0.5f) * (1.0f / 16777216.0f);
+    }
+  } else {
+    for (int64_t j = 0; j < kk; ++j) {
+      philox_lanes(first, static_cast<uint32_t>(j), 1, seed, words);
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const uint64_t bits = (static_cast<uint64_t>(words[0][l]) << 21) ^ (words[1][l] >> 11);
+        u[j][l] = (static_cast<double>(bits & ((uint64_t(1) << 53) - 1)) + 0.5) * (1.0 / 9007199254740992.0);
+      }
+    }
+  }
+}
+
+template <typename To, typename From>
+inline To bits_as(From v) {
+  To out;
+  std::memcpy(&out, &v, sizeof(To));
+  return out;
+}
+
+// exp(x) for float, branch-free, 1-2 ulp (Cephes expf); exact std::exp for double. Inputs below
+// -87 give exp(-87) ~ 1.6e-38 instead of a denormal: those weights never matter.
+template <typename scalar_t>
+inline scalar_t vexp(scalar_t x) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    constexpr float round = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
+    const float n = (x * 1.44269504088896341f + round) - round;
+    const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    return p * bits_as<float>((static_cast<int32_t>(n) + 127) << 23);
+  } else {
+    return std::exp(x);
+  }
+}
+
+// log(x) for positive normal float x, branch-free, ~1 ulp (Cephes logf); std::log for double.
+template <typename scalar_t>
+inline scalar_t vlog(scalar_t x) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    const int32_t bits = bits_as<int32_t>(x);
+    float e = static_cast<float>(((bits >> 23) & 0xff) - 126);
+    float m = bits_as<float>((bits & 0x007fffff) | 0x3f000000);  // in [0.5, 1)
+    const bool small = m < 0.707106781186547524f;
+    e = small ? e - 1.0f : e;
+    m = small ? m + m - 1.0f : m - 1.0f;
+    const float z = m * m;
+    float y = 7.0376836292e-2f;
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    y += -2.12194440e-4f * e;
+    y += -0.5f * z;
+    return m + y + 0.693359375f * e;
+  } else {
+    return std::log(x);
+  }
+}
+
+}  // namespace tdgs

@@ -1,0 +1,313 @@
+// TDGS pooling on the CPU (SPEC.md section 2), one pass over each window with no (B, C, Ho, Wo, k*k)
+// copies. The Gumbel-max pick i* = argmax(z_j + g_j), g_j = -log(E_j), E_j = -log(u_j) ~ Exp(1), is
+// computed as the argmax of w_j = exp(z_j - max z) / E_j, and softmax(z + g) as w / sum(w): the same
+// numbers with one logarithm per element instead of two. The noise comes from the counter-based
+// Philox stream, so the backward pass regenerates it instead of storing it.
+#include "common.h"
+
+namespace tdgs {
+namespace {
+
+enum Normalize : int64_t { kNone = 0, kL1 = 1, kL2 = 2, kMax = 3 };
+enum Mode : int64_t { kHard = 0, kSoft = 1, kExpectation = 2, kArgmax = 3 };
+
+// kLanes windows, lane-innermost.
+template <typename scalar_t>
+struct Block {
+  scalar_t a[kMaxWindow][kLanes];  // raw window values
+  scalar_t n[kMaxWindow][kLanes];  // normalised values, n = a / norm
+  scalar_t y[kMaxWindow][kLanes];  // softmax(z + g) (sampling) or softmax(z) (expectation)
+  scalar_t inv_t[kLanes];          // 1 / T
+  scalar_t inv_peak[kLanes];       // n = a * inv_peak * inv_scaled: 1 / max|a| (0 for an all-zero
+  scalar_t inv_scaled[kLanes];     // window, whose n is 0) and 1 / norm(a / max|a|)
+  scalar_t soft[kLanes];           // sum(a * y)
+  scalar_t out[kLanes];            // the pooled value
+  int32_t peak[kLanes];            // index of the largest |a| (normalize=max)
+  int32_t pick[kLanes];            // the chosen element (hard sample, argmax)
+};
+
+template <typename scalar_t>
+void normalize_block(Block<scalar_t>& b, int64_t kk, int64_t normalize) {
+  if (normalize == kNone) {
+    for (int64_t j = 0; j < kk; ++j)
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) b.n[j][l] = b.a[j][l];
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) b.inv_peak[l] = 1, b.inv_scaled[l] = 1;
+    return;
+  }
+  scalar_t peak[kLanes], sum[kLanes];
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) peak[l] = 0, sum[l] = 0, b.peak[l] = 0;
+  for (int64_t j = 0; j < kk; ++j)
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const scalar_t m = std::abs(b.a[j][l]);
+      const bool larger = m > peak[l];
+      peak[l] = larger ? m : peak[l];
+      b.peak[l] = larger ? static_cast<int32_t>(j) : b.peak[l];
+    }
+  // scale by 1 / peak first (values in [-1, 1]) so that the norms cannot overflow
+  scalar_t* inv_peak = b.inv_peak;
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l)  // as the reference: 1 / max(peak, tiny), no overflow on denormals
+    inv_peak[l] = peak[l] > 0 ? scalar_t(1) / std::max(peak[l], std::numeric_limits<scalar_t>::min()) : scalar_t(0);
+  if (normalize != kMax)
+    for (int64_t j = 0; j < kk; ++j)
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        const scalar_t v = b.a[j][l] * inv_peak[l];
+        sum[l] += normalize == kL1 ? std::abs(v) : v * v;
+      }
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) {
+    const scalar_t scaled = normalize == kL1 ? sum[l] : normalize == kL2 ? std::sqrt(sum[l]) : scalar_t(1);
+    b.inv_scaled[l] = peak[l] > 0 ? scalar_t(1) / scaled : scalar_t(0);
+  }
+  for (int64_t j = 0; j < kk; ++j)
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) b.n[j][l] = b.a[j][l] * inv_peak[l] * b.inv_scaled[l];
+}
+
+// The forward pass of a block whose first window has flat output index `first`.
+template <typename scalar_t>
+void forward_block(Block<scalar_t>& b, int64_t kk, int64_t normalize, int64_t mode, uint64_t seed,
+                   uint64_t first) {
+  normalize_block(b, kk, normalize);
+  scalar_t top[kLanes];
+  scalar_t (*z)[kLanes] = b.y;  // z is only needed until the weights replace it
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) top[l] = -std::numeric_limits<scalar_t>::infinity();
+  for (int64_t j = 0; j < kk; ++j)
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) {
+      z[j][l] = b.n[j][l] * b.inv_t[l];
+      const bool larger = z[j][l] > top[l];
+      top[l] = larger ? z[j][l] : top[l];
+      b.pick[l] = larger ? static_cast<int32_t>(j) : (j == 0 ? 0 : b.pick[l]);
+      b.out[l] = larger ? b.a[j][l] : b.out[l];
+    }
+  if (mode == kArgmax) return;
+  if (mode == kExpectation) {
+    for (int64_t j = 0; j < kk; ++j)
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) z[j][l] = vexp(z[j][l] - top[l]);
+  } else {
+    scalar_t u[kMaxWindow][kLanes];
+    window_uniforms_lanes(seed, first, kk, u);
+    scalar_t heaviest[kLanes];
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) heaviest[l] = -1;
+    for (int64_t j = 0; j < kk; ++j)
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) {
+        z[j][l] = vexp(z[j][l] - top[l]) / -vlog(u[j][l]);  // exp(z + g - max z)
+        const bool larger = z[j][l] > heaviest[l];
+        heaviest[l] = larger ? z[j][l] : heaviest[l];
+        b.pick[l] = larger ? static_cast<int32_t>(j) : b.pick[l];
+        b.out[l] = larger ? b.a[j][l] : b.out[l];
+      }
+  }
+  scalar_t total[kLanes];
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) total[l] = 0, b.soft[l] = 0;
+  for (int64_t j = 0; j < kk; ++j)
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) total[l] += b.y[j][l];
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) total[l] = scalar_t(1) / total[l];
+  for (int64_t j = 0; j < kk; ++j)
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) {
+      b.y[j][l] *= total[l];
+      b.soft[l] += b.a[j][l] * b.y[j][l];
+    }
+  if (mode != kHard)
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) b.out[l] = b.soft[l];
+}
+
+// Gradients of a block (after forward_block): ga = d(out)/d(a) * grad, returns d(out)/d(T) * grad
+// in grad_t. Straight-through: as if the output were sum(a * y), through y = softmax(z + g).
+template <typename scalar_t>
+void backward_block(const Block<scalar_t>& b, int64_t kk, int64_t normalize, int64_t mode,
+                    const scalar_t* grad, scalar_t (*ga)[kLanes], scalar_t* grad_t) {
+  const bool direct_pick = mode == kHard || mode == kArgmax;
+  for (int64_t j = 0; j < kk; ++j)
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l)
+      ga[j][l] = direct_pick ? (b.pick[l] == j ? grad[l] : scalar_t(0)) : grad[l] * b.y[j][l];
+  if (mode == kArgmax) return;
+  scalar_t gn[kMaxWindow][kLanes], gz_n[kLanes], gn_n[kLanes];
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) gz_n[l] = 0, gn_n[l] = 0;
+  for (int64_t j = 0; j < kk; ++j)
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) {
+      // d/dz_j of sum(a * softmax(z + g)) = y_j (a_j - sum(a * y)); z = n / T
+      const scalar_t gz = grad[l] * b.y[j][l] * (b.a[j][l] - b.soft[l]);
+      gz_n[l] += gz * b.n[j][l];
+      gn[j][l] = gz * b.inv_t[l];
+      gn_n[l] += gn[j][l] * b.n[j][l];
+    }
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) grad_t[l] = -gz_n[l] * b.inv_t[l] * b.inv_t[l];
+  for (int64_t j = 0; j < kk; ++j)
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const scalar_t a = b.a[j][l];
+      const scalar_t sign = a > 0 ? scalar_t(1) : a < 0 ? scalar_t(-1) : scalar_t(0);
+      scalar_t g = gn[j][l];
+      if (normalize == kL2) g -= b.n[j][l] * gn_n[l];
+      if (normalize == kL1) g -= sign * gn_n[l];
+      if (normalize == kMax) g -= b.peak[l] == j ? sign * gn_n[l] : scalar_t(0);
+      ga[j][l] += g * b.inv_scaled[l] * b.inv_peak[l];  // in this order: no overflow on denormals
+    }
+}
+
+struct Args {
+  Geometry g;
+  int64_t normalize, mode;
+};
+
+Args check_args(const at::Tensor& x, const at::Tensor& temperature, int64_t kernel_size, int64_t stride,
+                int64_t normalize, int64_t mode) {
+  const Geometry g(x, kernel_size, stride);
+  TORCH_CHECK(temperature.dim() == 3 && temperature.size(0) == g.channels &&
+                  temperature.size(1) == g.out_h && temperature.size(2) == g.out_w,
+              "tdgs kernels: temperature must be (C, Ho, Wo), got ", temperature.sizes());
+  TORCH_CHECK(temperature.scalar_type() == x.scalar_type(), "tdgs kernels: dtype mismatch");
+  TORCH_CHECK(normalize >= kNone && normalize <= kMax, "tdgs kernels: bad normalize ", normalize);
+  TORCH_CHECK(mode >= kHard && mode <= kArgmax, "tdgs kernels: bad mode ", mode);
+  return {g, normalize, mode};
+}
+
+// Offsets into the temperature of every output cell (oh * Wo + ow) of a channel.
+std::vector<int64_t> temperature_offsets(const Geometry& g, const at::Tensor& temperature) {
+  std::vector<int64_t> offsets(g.plane_outputs());
+  for (int64_t oh = 0; oh < g.out_h; ++oh)
+    for (int64_t ow = 0; ow < g.out_w; ++ow)
+      offsets[oh * g.out_w + ow] = oh * temperature.stride(1) + ow * temperature.stride(2);
+  return offsets;
+}
+
+// Loads the windows and inverse temperatures of a block; lanes past `count` get zero windows.
+template <typename scalar_t>
+void load_block(Block<scalar_t>& b, int64_t kk, const scalar_t* xs, const scalar_t* channel_t,
+                const int64_t* t_offsets, const int64_t* offsets, int64_t count, const int64_t* corners,
+                const int64_t* cells) {
+  for (int64_t l = 0; l < kLanes; ++l) {
+    if (l < count) {
+      for (int64_t j = 0; j < kk; ++j) b.a[j][l] = xs[corners[l] + offsets[j]];
+      b.inv_t[l] = channel_t[t_offsets[cells[l]]];
+    } else {
+      for (int64_t j = 0; j < kk; ++j) b.a[j][l] = 0;
+      b.inv_t[l] = 1;
+    }
+  }
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) b.inv_t[l] = scalar_t(1) / b.inv_t[l];
+}
+
+at::Tensor tdgs_forward(const at::Tensor& x, const at::Tensor& temperature, int64_t seed,
+                        int64_t kernel_size, int64_t stride, int64_t normalize, int64_t mode) {
+  const Args args = check_args(x, temperature, kernel_size, stride, normalize, mode);
+  const Geometry& g = args.g;
+  at::Tensor out = at::empty(g.output_sizes(), x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tdgs_forward", [&] {
+    const scalar_t* xs = x.const_data_ptr<scalar_t>();
+    const scalar_t* ts = temperature.const_data_ptr<scalar_t>();
+    scalar_t* os = out.mutable_data_ptr<scalar_t>();
+    int64_t offsets[kMaxWindow];
+    window_offsets(g, offsets);
+    const std::vector<int64_t> t_offsets = temperature_offsets(g, temperature);
+    at::parallel_for(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
+      Block<scalar_t> b;
+      for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t* cells) {
+        const scalar_t* channel_t = ts + (first / g.plane_outputs() % g.channels) * temperature.stride(0);
+        load_block(b, g.window(), xs, channel_t, t_offsets.data(), offsets, count, corners, cells);
+        forward_block(b, g.window(), normalize, mode, static_cast<uint64_t>(seed), static_cast<uint64_t>(first));
+        for (int64_t l = 0; l < count; ++l) os[first + l] = b.out[l];
+      });
+    });
+  });
+  return out;
+}
+
+// Returns d/dx and the per-window d/dT, shape (B, C, Ho, Wo) (the caller sums it over the batch).
+std::tuple<at::Tensor, at::Tensor> tdgs_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                 const at::Tensor& temperature, int64_t seed,
+                                                 int64_t kernel_size, int64_t stride, int64_t normalize,
+                                                 int64_t mode) {
+  const Args args = check_args(x, temperature, kernel_size, stride, normalize, mode);
+  const Geometry& g = args.g;
+  TORCH_CHECK(grad.is_contiguous() && grad.sizes() == at::IntArrayRef(g.output_sizes()) &&
+                  grad.scalar_type() == x.scalar_type(),
+              "tdgs_backward: grad must be a contiguous (B, C, Ho, Wo) tensor of the input's dtype");
+  at::Tensor grad_x = g.tiles() ? at::empty_like(x) : at::zeros_like(x);
+  at::Tensor grad_t = at::empty(g.output_sizes(), x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tdgs_backward", [&] {
+    const scalar_t* xs = x.const_data_ptr<scalar_t>();
+    const scalar_t* gs = grad.const_data_ptr<scalar_t>();
+    const scalar_t* ts = temperature.const_data_ptr<scalar_t>();
+    scalar_t* gxs = grad_x.mutable_data_ptr<scalar_t>();
+    scalar_t* gts = grad_t.mutable_data_ptr<scalar_t>();
+    int64_t offsets[kMaxWindow];
+    window_offsets(g, offsets);
+    const int64_t kk = g.window();
+    const std::vector<int64_t> t_offsets = temperature_offsets(g, temperature);
+    // a task owns whole planes, so overlapping windows (stride < kernel_size) never race
+    at::parallel_for(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
+      Block<scalar_t> b;
+      scalar_t ga[kMaxWindow][kLanes], grad_block[kLanes], grad_t_block[kLanes];
+      for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t* cells) {
+        const scalar_t* channel_t = ts + (first / g.plane_outputs() % g.channels) * temperature.stride(0);
+        load_block(b, kk, xs, channel_t, t_offsets.data(), offsets, count, corners, cells);
+        for (int64_t l = 0; l < kLanes; ++l) grad_block[l] = l < count ? gs[first + l] : scalar_t(0);
+        forward_block(b, kk, normalize, mode, static_cast<uint64_t>(seed), static_cast<uint64_t>(first));
+        backward_block(b, kk, normalize, mode, grad_block, ga, grad_t_block);
+        for (int64_t l = 0; l < count; ++l) {
+          if (g.tiles())  // every input element is in exactly one window
+            for (int64_t j = 0; j < kk; ++j) gxs[corners[l] + offsets[j]] = ga[j][l];
+          else
+            for (int64_t j = 0; j < kk; ++j) gxs[corners[l] + offsets[j]] += ga[j][l];
+          gts[first + l] = mode == kArgmax ? scalar_t(0) : grad_t_block[l];
+        }
+      });
+    });
+  });
+  return {grad_x, grad_t};
+}
+
+// The (windows, k*k) uniforms the kernels use for the stream `seed` (tests rebuild the noise).
+at::Tensor window_uniforms(int64_t seed, int64_t windows, int64_t window_size, at::ScalarType dtype) {
+  TORCH_CHECK(window_size >= 1 && window_size <= kMaxWindow, "window_uniforms: bad window_size ", window_size);
+  at::Tensor out = at::empty({windows, window_size}, at::TensorOptions().dtype(dtype));
+  AT_DISPATCH_FLOATING_TYPES(dtype, "window_uniforms", [&] {
+    scalar_t* os = out.mutable_data_ptr<scalar_t>();
+    scalar_t u[kMaxWindow][kLanes];
+    for (int64_t first = 0; first < windows; first += kLanes) {
+      window_uniforms_lanes(static_cast<uint64_t>(seed), static_cast<uint64_t>(first), window_size, u);
+      for (int64_t l = 0; l < std::min(kLanes, windows - first); ++l)
+        for (int64_t j = 0; j < window_size; ++j) os[(first + l) * window_size + j] = u[j][l];
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(tdgs, m) {
+  m.def("tdgs_forward(Tensor x, Tensor temperature, int seed, int kernel_size, int stride, int normalize, int mode) -> Tensor");
+  m.def("tdgs_backward(Tensor grad, Tensor x, Tensor temperature, int seed, int kernel_size, int stride, int normalize, int mode) -> (Tensor, Tensor)");
+  m.def("window_uniforms(int seed, int windows, int window_size, ScalarType dtype) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(tdgs, CPU, m) {
+  m.impl("tdgs_forward", &tdgs_forward);
+  m.impl("tdgs_backward", &tdgs_backward);
+}
+
+TORCH_LIBRARY_IMPL(tdgs, CompositeExplicitAutograd, m) { m.impl("window_uniforms", &window_uniforms); }
+
+}  // namespace tdgs
