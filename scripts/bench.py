@@ -1,35 +1,101 @@
-"""Pooler benchmark: forward+backward time of every pooler against F.max_pool2d.
+"""Speed benchmark: poolers, CNN training steps, epoch throughput and peak memory.
 
-Medians over interleaved repetitions (every candidate is timed once per round, so slow drifts of
-the machine hit all of them alike); ratios are measured in one process. Prints a Markdown table
-and writes it as CSV under ``outputs/bench/``.
+1. poolers: forward+backward of every pooler (training, and each evaluation mode that differs)
+   against ``F.max_pool2d`` at the deck's CIFAR CNN's pooling shapes; also the pure-PyTorch
+   reference TDGS and the original (seed) TDGS code.
+2. train steps: one Adam step of the deck's CNN (MNIST and CIFAR geometry) per pooler, against the
+   max-pooling CNN, and the CNN with the original TDGS code as the baseline.
+3. epoch: images/s of the training loop over in-memory data (``tdgs.train.batches``) and the share
+   of the time spent fetching batches, against the original per-sample DataLoader + ToTensor.
+4. memory: peak memory of a training step (CPU: resident-memory high-water mark of a fresh process
+   with malloc returning large blocks to the system; CUDA: the allocator's peak).
 
-    python scripts/bench.py [--reps 30] [--batch 64] [--device cpu] [--threads N]
+Times are medians over interleaved rounds (each candidate once per round, so slow drifts of the
+machine hit all alike); ratios are measured in one process. Prints Markdown tables and writes one
+CSV per table under ``outputs/bench/``.
+
+    python scripts/bench.py [--reps 15] [--batch 64] [--device cpu] [--threads N] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from tdgs.pooling import POOLERS, create_pooler
+from tdgs.model import PoolingCNN
+from tdgs.pooling import POOLERS, create_pooler, native
+from tdgs.pooling.windows import pooled_size
+from tdgs.train import batches
 
-SHAPES = [(16, 32, 32), (32, 16, 16), (64, 8, 8)]  # (C, H, W) at the deck's CIFAR CNN's pools
+POOL_SHAPES = [(16, 32, 32), (32, 16, 16), (64, 8, 8)]  # (C, H, W) at the deck's CIFAR CNN's pools
+GEOMETRIES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+SEED_CODE = "tdgs (original code)"
 
 
-def candidates(channels: int, height: int, width: int) -> dict[str, callable]:
-    """name -> a module (or function) to time; TDGS in training and in each evaluation mode."""
+class SeedTDGSPool(nn.Module):
+    """The original TDGS pooler, faithfully (SPEC.md section 2): a contiguous unfold copy divided by
+    per-position temperatures ``relu(theta) + 0.1`` (no normalisation), ``F.gumbel_softmax(hard=True)``
+    in training and evaluation alike, summed against the window."""
+
+    def __init__(self, channels: int, out_h: int, out_w: int) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(1 + torch.empty(channels, out_h, out_w).uniform_(-0.5, 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        patches = x.unfold(2, 2, 2).unfold(3, 2, 2).contiguous().view(b, c, h // 2, w // 2, 4)
+        logits = patches / (F.relu(self.theta) + 0.1).unsqueeze(-1)
+        return (patches * F.gumbel_softmax(logits, tau=1, hard=True)).sum(-1)
+
+
+def seed_code_cnn(image_shape, num_classes: int) -> PoolingCNN:
+    """The deck's CNN with the original TDGS pooler in every pool."""
+    model = PoolingCNN("max", image_shape, num_classes)
+    height, width = image_shape[1:]
+    for i, conv in enumerate(model.convs):
+        height, width = pooled_size(height, width, 2, 2)
+        model.pools[i] = SeedTDGSPool(conv.out_channels, height, width)
+    return model
+
+
+def build_cnn(name: str, image_shape, num_classes: int = 10) -> nn.Module:
+    return seed_code_cnn(image_shape, num_classes) if name == SEED_CODE else PoolingCNN(name, image_shape, num_classes)
+
+
+class Reference(nn.Module):
+    """A pooler forced onto its pure-PyTorch reference code."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        with native.disabled():
+            return self.module(x)
+
+
+def pooler_candidates(channels: int, height: int, width: int) -> dict:
+    """name -> module (or function) to time."""
     out = {"F.max_pool2d": lambda x: F.max_pool2d(x, 2, 2)}
     for name in POOLERS:
         out[name] = create_pooler(name, channels).train()
+        if name in ("stochastic", "s3"):
+            out[f"{name} eval"] = create_pooler(name, channels).eval()
     for mode in ("expectation", "sample", "argmax"):
         out[f"tdgs eval={mode}"] = create_pooler("tdgs", channels, eval_mode=mode).eval()
+    out["tdgs (pure PyTorch)"] = Reference(create_pooler("tdgs", channels))
+    out[SEED_CODE] = SeedTDGSPool(channels, height // 2, width // 2)
     return out
 
 
@@ -38,66 +104,200 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_forward_backward(fns: dict, x: torch.Tensor, reps: int, inner: int) -> dict[str, float]:
-    """Median seconds of one forward+backward per candidate, over ``reps`` interleaved rounds."""
-    grad = torch.ones_like(fns["F.max_pool2d"](x))
+def interleaved_medians(fns: dict, reps: int, inner: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of one call per candidate (a no-argument function), over interleaved rounds."""
     times = {name: [] for name in fns}
-    for round_ in range(reps + 2):  # two warm-up rounds (also sizes lazy parameters)
+    for round_ in range(reps + 2):  # two warm-up rounds
         for name, fn in fns.items():
-            _sync(x.device)
+            _sync(device)
             start = time.perf_counter()
             for _ in range(inner):
-                fn(x).backward(grad)
-            _sync(x.device)
+                fn()
+            _sync(device)
             if round_ >= 2:
                 times[name].append((time.perf_counter() - start) / inner)
-            x.grad = None
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=30, help="timed rounds per candidate")
-    parser.add_argument("--inner", type=int, default=5, help="calls per timed round")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-
+def bench_poolers(args, device) -> pd.DataFrame:
     rows = []
-    for channels, height, width in SHAPES:
+    for channels, height, width in POOL_SHAPES:
         x = torch.rand(args.batch, channels, height, width, device=device, requires_grad=True)
-        fns = candidates(channels, height, width)
-        for module in fns.values():
-            if isinstance(module, torch.nn.Module):
+        grad = torch.ones(args.batch, channels, height // 2, width // 2, device=device)
+        fns = {}
+        for name, module in pooler_candidates(channels, height, width).items():
+            if isinstance(module, nn.Module):
                 module.to(device)
-        medians = time_forward_backward(fns, x, args.reps, args.inner)
+            fns[name] = lambda m=module: m(x).backward(grad)
+        medians = interleaved_medians(fns, args.reps, args.inner, device)
+        shape = f"({args.batch},{channels},{height},{width})"
+        for name, seconds in medians.items():
+            rows.append({"shape": shape, "pooler": name, "ms": 1e3 * seconds, "ratio": seconds / medians["F.max_pool2d"]})
+    return pd.DataFrame(rows)
+
+
+def bench_train_steps(args, device) -> pd.DataFrame:
+    rows = []
+    for dataset, image_shape in GEOMETRIES.items():
+        x = torch.rand(args.batch, *image_shape, device=device)
+        y = torch.randint(0, 10, (args.batch,), device=device)
+        fns = {}
+        for name in [*POOLERS, SEED_CODE]:
+            model = build_cnn(name, image_shape).to(device)
+            # lr 0: Adam does all its work but the weights stay put, so that hundreds of steps on
+            # one batch cannot drift the model into another numerical regime during the timing
+            optimizer = torch.optim.Adam(model.parameters(), lr=0.0)
+
+            def step(model=model, optimizer=optimizer):
+                loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+            fns[name] = step
+        medians = interleaved_medians(fns, args.reps, args.step_inner, device)
         for name, seconds in medians.items():
             rows.append(
                 {
-                    "shape": f"({args.batch},{channels},{height},{width})",
+                    "dataset": dataset,
                     "pooler": name,
                     "ms": 1e3 * seconds,
-                    "x_max_pool": seconds / medians["F.max_pool2d"],
+                    "ratio_to_max": seconds / medians["max"],
+                    "speedup_over_original": medians[SEED_CODE] / seconds,
                 }
             )
-    table = pd.DataFrame(rows)
-    wide = table.pivot(index="pooler", columns="shape", values="x_max_pool")
-    wide = wide.loc[list(dict.fromkeys(table["pooler"]))]
-    ms = table.pivot(index="pooler", columns="shape", values="ms").loc[wide.index]
-    print(f"forward+backward, batch {args.batch}, {device}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; median ms (ratio to F.max_pool2d)")
-    cells = ms.map(lambda v: f"{v:.3f}") + " (" + wide.map(lambda v: f"{v:.2f}x") + ")"
-    print(markdown(cells))
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"poolers_{device.type}.csv"
-    table.to_csv(path, index=False)
-    print(f"wrote {path}")
+    return pd.DataFrame(rows)
+
+
+def bench_epoch(args, device) -> pd.DataFrame:
+    """Fetch and step times over `epoch_steps` batches of MNIST-sized images held in memory, and
+    the original pipeline's fetch time for the same batches."""
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision.transforms import ToTensor
+
+    count = args.batch * args.epoch_steps
+    images = torch.randint(0, 256, (count, 1, 28, 28), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 10, (count,), device=device)
+    rows = []
+    for name in ("max", "tdgs"):
+        model = build_cnn(name, (1, 28, 28)).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        fetch = compute = 0.0
+        _sync(device)
+        start = time.perf_counter()
+        source = batches(images, labels, args.batch, torch.randperm(count, device=device))
+        while True:
+            tick = time.perf_counter()
+            try:
+                xb, yb = next(source)
+            except StopIteration:
+                break
+            _sync(device)
+            tock = time.perf_counter()
+            loss = F.cross_entropy(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            _sync(device)
+            fetch, compute = fetch + tock - tick, compute + time.perf_counter() - tock
+        total = time.perf_counter() - start
+        rows.append(
+            {
+                "pipeline": "in-memory tensors (tdgs-train)",
+                "pooler": name,
+                "images": count,
+                "images_per_s": count / total,
+                "fetch_s_per_60k": fetch * 60_000 / count,
+                "fetch_share_pct": 100 * fetch / total,
+            }
+        )
+
+    class PerSample(Dataset):  # what torchvision's MNIST does per item: PIL image, then ToTensor
+        def __init__(self, data, targets):
+            self.data, self.targets, self.to_tensor = data.cpu()[:, 0].numpy(), targets.cpu(), ToTensor()
+
+        def __len__(self):
+            return len(self.targets)
+
+        def __getitem__(self, i):
+            return self.to_tensor(Image.fromarray(self.data[i], mode="L")), int(self.targets[i])
+
+    start = time.perf_counter()
+    for _ in DataLoader(PerSample(images, labels), batch_size=args.batch, shuffle=True):
+        pass
+    fetch = time.perf_counter() - start
+    rows.append(
+        {
+            "pipeline": "original DataLoader + ToTensor",
+            "pooler": "",
+            "images": count,
+            "images_per_s": float("nan"),
+            "fetch_s_per_60k": fetch * 60_000 / count,
+            "fetch_share_pct": float("nan"),
+        }
+    )
+    return pd.DataFrame(rows)
+
+
+def step_peak_memory(name: str, dataset: str, batch: int, device: torch.device) -> int:
+    """Bytes by which one training step raises the memory high-water mark (after warm-up steps)."""
+    image_shape = GEOMETRIES[dataset]
+    torch.manual_seed(0)
+    model = build_cnn(name, image_shape).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(batch, *image_shape, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    peaks = []
+    for _ in range(3):
+        base = _proc_status("VmRSS:")
+        Path("/proc/self/clear_refs").write_text("5")  # resets the high-water mark VmHWM
+        step()
+        peaks.append(_proc_status("VmHWM:") - base)
+    return int(statistics.median(peaks))
+
+
+def _proc_status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def bench_memory(args, device) -> pd.DataFrame:
+    rows = []
+    for dataset in GEOMETRIES:
+        peaks = {}
+        for name in ("max", "tdgs", SEED_CODE):
+            if device.type == "cuda":
+                peaks[name] = step_peak_memory(name, dataset, args.batch, device)
+                continue
+            # a fresh process whose malloc hands every block over 64 KiB back to the system, so
+            # that resident memory follows the live tensors
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+            if args.threads:
+                env["OMP_NUM_THREADS"] = str(args.threads)
+            probe = [sys.executable, __file__, "--memory-probe", json.dumps([name, dataset, args.batch])]
+            peaks[name] = int(subprocess.run(probe, env=env, check=True, capture_output=True, text=True).stdout.split()[-1])
+        for name, peak in peaks.items():
+            rows.append({"dataset": dataset, "pooler": name, "peak_mb": peak / 1e6, "ratio_to_max": peak / peaks["max"]})
+    return pd.DataFrame(rows)
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -106,6 +306,69 @@ def markdown(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join([str(i), *map(str, row)]) + " |" for i, row in zip(frame.index, frame.values)]
     return "\n".join(lines)
+
+
+def wide(table: pd.DataFrame, index: str, columns: str, cell) -> pd.DataFrame:
+    """Pivot ``table`` keeping the order of first appearance, formatting each row with ``cell``."""
+    table = table.assign(cell=table.apply(cell, axis=1))
+    out = table.pivot(index=index, columns=columns, values="cell")
+    return out.loc[list(dict.fromkeys(table[index])), list(dict.fromkeys(table[columns]))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=15, help="timed rounds per candidate")
+    parser.add_argument("--inner", type=int, default=4, help="pooler calls per timed round")
+    parser.add_argument("--step-inner", type=int, default=2, help="train steps per timed round")
+    parser.add_argument("--epoch-steps", type=int, default=150, help="batches in the epoch measurement")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke run, not a measurement")
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.memory_probe:
+        name, dataset, batch = json.loads(args.memory_probe)
+        print(step_peak_memory(name, dataset, batch, device))
+        return
+    if args.quick:
+        args.reps, args.inner, args.step_inner, args.epoch_steps = 2, 1, 1, 10
+    torch.manual_seed(0)
+    native.available()  # build the kernels before any timing
+    started = time.perf_counter()
+    print(
+        f"# {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, batch {args.batch}, "
+        f"compiled kernels: {'yes' if native.available() else 'no'}\n"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    tag = device.type
+
+    poolers = bench_poolers(args, device)
+    poolers.to_csv(args.out / f"poolers_{tag}.csv", index=False)
+    print("## Poolers: forward+backward, median ms (ratio to F.max_pool2d)\n")
+    print(markdown(wide(poolers, "pooler", "shape", lambda r: f"{r.ms:.2f} ({r.ratio:.2f}x)")) + "\n")
+
+    steps = bench_train_steps(args, device)
+    steps.to_csv(args.out / f"train_steps_{tag}.csv", index=False)
+    print("## CNN train step (forward, loss, backward, Adam): median ms (ratio to max; speed-up over the original TDGS)\n")
+    cell = lambda r: f"{r.ms:.1f} ({r.ratio_to_max:.2f}x; {r.speedup_over_original:.1f}x)"  # noqa: E731
+    print(markdown(wide(steps, "pooler", "dataset", cell)) + "\n")
+
+    epoch = bench_epoch(args, device)
+    epoch.to_csv(args.out / f"epoch_{tag}.csv", index=False)
+    print(f"## Epoch throughput, MNIST geometry ({args.epoch_steps} batches)\n")
+    print(markdown(epoch.set_index("pipeline").round(3)) + "\n")
+
+    if device.type == "cuda" or Path("/proc/self/clear_refs").exists():
+        memory = bench_memory(args, device)
+        memory.to_csv(args.out / f"memory_{tag}.csv", index=False)
+        print("## Peak memory of a training step: MB (ratio to max)\n")
+        print(markdown(wide(memory, "pooler", "dataset", lambda r: f"{r.peak_mb:.1f} ({r.ratio_to_max:.2f}x)")) + "\n")
+    print(f"wrote {args.out}/*_{tag}.csv in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -161,6 +161,13 @@ def test_kernel_uniforms_are_uniform_open_and_independent(dtype):
     assert abs(pearsonr(flat.numpy(), other.flatten().double().numpy())[0]) < 0.02
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_kernel_uniforms_never_round_to_zero_or_one(dtype):
+    """64M draws: with 24 random bits (b + 1/2) / 2^24 rounded to 1 about once per 2^24 draws."""
+    u = native.ops().window_uniforms(native.draw_seed(), 1 << 24, 4, dtype)
+    assert 0 < u.min() and u.max() < 1
+
+
 def test_kernel_draws_follow_torch_manual_seed():
     x = torch.rand(4, 3, 8, 8)
     t = torch.rand(3, 4, 4) + 0.2

@@ -107,5 +107,7 @@ def draw_seed(device: torch.device | str = "cpu") -> int:
 
 
 def ops():
-    """The kernels' operators, ``torch.ops.tdgs``."""
+    """The kernels' operators, ``torch.ops.tdgs`` (built and loaded if needed)."""
+    if not _load():
+        raise RuntimeError("the compiled TDGS pooling kernels are not available on this machine")
     return torch.ops.tdgs

@@ -29,7 +29,7 @@ at::Tensor gated_forward(const at::Tensor& x, const at::Tensor& mask, const at::
     int64_t offsets[kMaxWindow];
     window_offsets(g, offsets);
     const bool shared = mask.size(0) == 1;
-    at::parallel_for(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
+    parallel_flushed(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
       for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t*) {
         const int64_t c = shared ? 0 : first / g.plane_outputs() % g.channels;
         const scalar_t* w = ms + c * kk;
@@ -71,7 +71,7 @@ std::tuple<at::Tensor, at::Tensor> gated_backward(const at::Tensor& grad, const 
     window_offsets(g, offsets);
     const bool shared = mask.size(0) == 1, tiles = g.tiles();
     const scalar_t inv_kk = scalar_t(1) / static_cast<scalar_t>(kk);
-    at::parallel_for(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
+    parallel_flushed(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end; ++plane) {
         const int64_t c = shared ? 0 : plane % g.channels;
         const scalar_t* w = ms + c * kk;
@@ -140,7 +140,7 @@ at::Tensor stochastic_forward(const at::Tensor& x, int64_t seed, int64_t kernel_
     scalar_t* os = out.mutable_data_ptr<scalar_t>();
     int64_t offsets[kMaxWindow];
     window_offsets(g, offsets);
-    at::parallel_for(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
+    parallel_flushed(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
       scalar_t u[kMaxWindow][kLanes];
       for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t*) {
         if (training) window_uniforms_lanes(static_cast<uint64_t>(seed), static_cast<uint64_t>(first), 1, u);
@@ -181,7 +181,7 @@ at::Tensor stochastic_backward(const at::Tensor& grad, const at::Tensor& x, int6
     scalar_t* gxs = grad_x.mutable_data_ptr<scalar_t>();
     int64_t offsets[kMaxWindow];
     window_offsets(g, offsets);
-    at::parallel_for(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
+    parallel_flushed(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
       scalar_t u[kMaxWindow][kLanes];
       for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t*) {
         if (training) window_uniforms_lanes(static_cast<uint64_t>(seed), static_cast<uint64_t>(first), 1, u);
@@ -247,7 +247,7 @@ at::Tensor s3_forward(const at::Tensor& x, const at::Tensor& rows, const at::Ten
     const scalar_t* xs = x.const_data_ptr<scalar_t>();
     scalar_t* os = out.mutable_data_ptr<scalar_t>();
     const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(repeat * repeat);
-    at::parallel_for(0, g.batch * g.channels, std::max<int64_t>(1, 2048 / (out_h * out_w)), [&](int64_t begin, int64_t end) {
+    parallel_flushed(0, g.batch * g.channels, std::max<int64_t>(1, 2048 / (out_h * out_w)), [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end; ++plane) {
         const scalar_t* xp = xs + plane * g.height * g.width;
         scalar_t* op = os + plane * out_h * out_w;
@@ -278,7 +278,7 @@ at::Tensor s3_backward(const at::Tensor& grad, const at::Tensor& x, const at::Te
     const scalar_t* gs = grad.const_data_ptr<scalar_t>();
     scalar_t* gxs = grad_x.mutable_data_ptr<scalar_t>();
     const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(repeat * repeat);
-    at::parallel_for(0, g.batch * g.channels, std::max<int64_t>(1, 2048 / (out_h * out_w)), [&](int64_t begin, int64_t end) {
+    parallel_flushed(0, g.batch * g.channels, std::max<int64_t>(1, 2048 / (out_h * out_w)), [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end; ++plane) {
         const scalar_t* xp = xs + plane * g.height * g.width;
         scalar_t* gp = gxs + plane * g.height * g.width;

@@ -20,6 +20,12 @@
 #include <limits>
 #include <type_traits>
 
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
+
+
+
 namespace tdgs {
 
 constexpr int64_t kMaxWindow = 64;  // largest k*k (k <= 8)
@@ -48,6 +54,39 @@ struct Geometry {
   std::vector<int64_t> output_sizes() const { return {batch, channels, out_h, out_w}; }
 };
 
+// Flushes denormal floats to zero in this thread while alive (x86 MXCSR FTZ+DAZ, Arm FPCR FZ).
+// Late in training gradients get tiny, and denormal arithmetic is up to 100x slower; as in
+// oneDNN's convolutions, such values become 0 (a difference below 1e-38).
+class FlushDenormals {
+ public:
+#if defined(__SSE__) || defined(__x86_64__)
+  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }
+  ~FlushDenormals() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned int saved_;
+#elif defined(__aarch64__)
+  FlushDenormals() {
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(saved_));
+    const uint64_t flushed = saved_ | (uint64_t(1) << 24);
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(flushed));
+  }
+  ~FlushDenormals() { __asm__ __volatile__("msr fpcr, %0" : : "r"(saved_)); }
+
+ private:
+  uint64_t saved_;
+#endif
+};
+
+// at::parallel_for over [begin, end) with denormals flushed in every task.
+template <typename Body>
+inline void parallel_flushed(int64_t begin, int64_t end, int64_t grain, const Body& body) {
+  at::parallel_for(begin, end, grain, [&](int64_t first, int64_t last) {
+    FlushDenormals flush;
+    body(first, last);
+  });
+}
+
 // Planes per parallel task: about 2048 windows.
 inline int64_t plane_grain(const Geometry& g) { return std::max<int64_t>(1, 2048 / g.plane_outputs()); }
 
@@ -60,6 +99,7 @@ inline void window_offsets(const Geometry& g, int64_t* offsets) {
 // Calls body(first, count, corners, cells) for blocks of up to kLanes consecutive windows of the
 // planes [begin, end): `first` is the flat output index of the block's first window, corners[l] the
 // input offset of window l's top-left element and cells[l] its (oh * Wo + ow) position in the plane.
+// Lanes from `count` on repeat the last window, so that every lane reads valid memory.
 template <typename Body>
 inline void for_each_block(const Geometry& g, int64_t begin, int64_t end, const Body& body) {
   int64_t corners[kLanes], cells[kLanes];
@@ -73,6 +113,7 @@ inline void for_each_block(const Geometry& g, int64_t begin, int64_t end, const 
         cells[l] = cell0 + l;
         if (++ow == g.out_w) ow = 0, ++oh;
       }
+      for (int64_t l = count; l < kLanes; ++l) corners[l] = corners[count - 1], cells[l] = cells[count - 1];
       body(plane * per_plane + cell0, count, corners, cells);
     }
   }
@@ -113,8 +154,9 @@ inline void philox_lanes(uint64_t first, uint32_t counter_2, uint32_t counter_3,
 }
 
 // The uniforms u[j][l] in the open interval (0, 1), j < kk, of the windows first + l of stream
-// `seed`. float: 24 random bits, word j % 4 of Philox(window, j / 4, 0); double: 53 bits from words
-// 0 and 1 of Philox(window, j, 1).
+// `seed`: (b + 1/2) / 2^bits for `bits` random bits b, 23 for float (word j % 4 of Philox(window,
+// j / 4, 0)), 52 for double (words 0 and 1 of Philox(window, j, 1)). One bit short of the full
+// precision, so that the largest value, 1 - 2^-(bits+1), is representable and rounds below 1.
 template <typename scalar_t>
 inline void window_uniforms_lanes(uint64_t seed, uint64_t first, int64_t kk, scalar_t (*u)[kLanes]) {
   uint32_t words[4][kLanes];
@@ -124,14 +166,14 @@ inline void window_uniforms_lanes(uint64_t seed, uint64_t first, int64_t kk, sca
       for (int64_t r = 0; r < std::min<int64_t>(4, kk - j4); ++r)
 #pragma omp simd
         for (int64_t l = 0; l < kLanes; ++l)
-          u[j4 + r][l] = (static_cast<float>(words[r][l] >> 8) + 0.5f) * (1.0f / 16777216.0f);
+          u[j4 + r][l] = (static_cast<float>(words[r][l] >> 9) + 0.5f) * (1.0f / 8388608.0f);
     }
   } else {
     for (int64_t j = 0; j < kk; ++j) {
       philox_lanes(first, static_cast<uint32_t>(j), 1, seed, words);
       for (int64_t l = 0; l < kLanes; ++l) {
-        const uint64_t bits = (static_cast<uint64_t>(words[0][l]) << 21) ^ (words[1][l] >> 11);
-        u[j][l] = (static_cast<double>(bits & ((uint64_t(1) << 53) - 1)) + 0.5) * (1.0 / 9007199254740992.0);
+        const uint64_t bits = (static_cast<uint64_t>(words[0][l]) << 20) ^ (words[1][l] >> 12);
+        u[j][l] = (static_cast<double>(bits & ((uint64_t(1) << 52) - 1)) + 0.5) * (1.0 / 4503599627370496.0);
       }
     }
   }

@@ -11,12 +11,14 @@ namespace {
 enum Normalize : int64_t { kNone = 0, kL1 = 1, kL2 = 2, kMax = 3 };
 enum Mode : int64_t { kHard = 0, kSoft = 1, kExpectation = 2, kArgmax = 3 };
 
-// kLanes windows, lane-innermost.
-template <typename scalar_t>
+// kLanes windows, lane-innermost. KK: the window size k*k when fixed at compile time (4 for the
+// common 2x2 window, which lets the compiler keep whole blocks in registers), else 0.
+template <typename scalar_t, int KK>
 struct Block {
-  scalar_t a[kMaxWindow][kLanes];  // raw window values
-  scalar_t n[kMaxWindow][kLanes];  // normalised values, n = a / norm
-  scalar_t y[kMaxWindow][kLanes];  // softmax(z + g) (sampling) or softmax(z) (expectation)
+  static constexpr int64_t rows = KK > 0 ? KK : kMaxWindow;
+  scalar_t a[rows][kLanes];        // raw window values
+  scalar_t n[rows][kLanes];        // normalised values, n = a / norm
+  scalar_t y[rows][kLanes];        // softmax(z + g) (sampling) or softmax(z) (expectation)
   scalar_t inv_t[kLanes];          // 1 / T
   scalar_t inv_peak[kLanes];       // n = a * inv_peak * inv_scaled: 1 / max|a| (0 for an all-zero
   scalar_t inv_scaled[kLanes];     // window, whose n is 0) and 1 / norm(a / max|a|)
@@ -26,8 +28,9 @@ struct Block {
   int32_t pick[kLanes];            // the chosen element (hard sample, argmax)
 };
 
-template <typename scalar_t>
-void normalize_block(Block<scalar_t>& b, int64_t kk, int64_t normalize) {
+template <typename scalar_t, int KK>
+inline void normalize_block(Block<scalar_t, KK>& b, int64_t kk_, int64_t normalize) {
+  const int64_t kk = KK > 0 ? KK : kk_;
   if (normalize == kNone) {
     for (int64_t j = 0; j < kk; ++j)
 #pragma omp simd
@@ -70,9 +73,10 @@ void normalize_block(Block<scalar_t>& b, int64_t kk, int64_t normalize) {
 }
 
 // The forward pass of a block whose first window has flat output index `first`.
-template <typename scalar_t>
-void forward_block(Block<scalar_t>& b, int64_t kk, int64_t normalize, int64_t mode, uint64_t seed,
-                   uint64_t first) {
+template <typename scalar_t, int KK>
+inline void forward_block(Block<scalar_t, KK>& b, int64_t kk_, int64_t normalize, int64_t mode, uint64_t seed,
+                          uint64_t first) {
+  const int64_t kk = KK > 0 ? KK : kk_;
   normalize_block(b, kk, normalize);
   scalar_t top[kLanes];
   scalar_t (*z)[kLanes] = b.y;  // z is only needed until the weights replace it
@@ -93,7 +97,7 @@ void forward_block(Block<scalar_t>& b, int64_t kk, int64_t normalize, int64_t mo
 #pragma omp simd
       for (int64_t l = 0; l < kLanes; ++l) z[j][l] = vexp(z[j][l] - top[l]);
   } else {
-    scalar_t u[kMaxWindow][kLanes];
+    scalar_t u[Block<scalar_t, KK>::rows][kLanes];
     window_uniforms_lanes(seed, first, kk, u);
     scalar_t heaviest[kLanes];
 #pragma omp simd
@@ -129,16 +133,17 @@ void forward_block(Block<scalar_t>& b, int64_t kk, int64_t normalize, int64_t mo
 
 // Gradients of a block (after forward_block): ga = d(out)/d(a) * grad, returns d(out)/d(T) * grad
 // in grad_t. Straight-through: as if the output were sum(a * y), through y = softmax(z + g).
-template <typename scalar_t>
-void backward_block(const Block<scalar_t>& b, int64_t kk, int64_t normalize, int64_t mode,
-                    const scalar_t* grad, scalar_t (*ga)[kLanes], scalar_t* grad_t) {
+template <typename scalar_t, int KK>
+inline void backward_block(const Block<scalar_t, KK>& b, int64_t kk_, int64_t normalize, int64_t mode,
+                           const scalar_t* grad, scalar_t (*ga)[kLanes], scalar_t* grad_t) {
+  const int64_t kk = KK > 0 ? KK : kk_;
   const bool direct_pick = mode == kHard || mode == kArgmax;
   for (int64_t j = 0; j < kk; ++j)
 #pragma omp simd
     for (int64_t l = 0; l < kLanes; ++l)
       ga[j][l] = direct_pick ? (b.pick[l] == j ? grad[l] : scalar_t(0)) : grad[l] * b.y[j][l];
   if (mode == kArgmax) return;
-  scalar_t gn[kMaxWindow][kLanes], gz_n[kLanes], gn_n[kLanes];
+  scalar_t gn[Block<scalar_t, KK>::rows][kLanes], gz_n[kLanes], gn_n[kLanes];
 #pragma omp simd
   for (int64_t l = 0; l < kLanes; ++l) gz_n[l] = 0, gn_n[l] = 0;
   for (int64_t j = 0; j < kk; ++j)
@@ -191,22 +196,38 @@ std::vector<int64_t> temperature_offsets(const Geometry& g, const at::Tensor& te
   return offsets;
 }
 
-// Loads the windows and inverse temperatures of a block; lanes past `count` get zero windows.
-template <typename scalar_t>
-void load_block(Block<scalar_t>& b, int64_t kk, const scalar_t* xs, const scalar_t* channel_t,
-                const int64_t* t_offsets, const int64_t* offsets, int64_t count, const int64_t* corners,
-                const int64_t* cells) {
-  for (int64_t l = 0; l < kLanes; ++l) {
-    if (l < count) {
-      for (int64_t j = 0; j < kk; ++j) b.a[j][l] = xs[corners[l] + offsets[j]];
-      b.inv_t[l] = channel_t[t_offsets[cells[l]]];
-    } else {
-      for (int64_t j = 0; j < kk; ++j) b.a[j][l] = 0;
-      b.inv_t[l] = 1;
-    }
-  }
+// Loads the windows and inverse temperatures of a block (lanes past the block's windows repeat its
+// last window; their results are not used).
+template <typename scalar_t, int KK>
+inline void load_block(Block<scalar_t, KK>& b, int64_t kk_, const scalar_t* xs, const scalar_t* channel_t,
+                       const int64_t* t_offsets, const int64_t* offsets, const int64_t* corners,
+                       const int64_t* cells) {
+  const int64_t kk = KK > 0 ? KK : kk_;
+  for (int64_t j = 0; j < kk; ++j)
 #pragma omp simd
-  for (int64_t l = 0; l < kLanes; ++l) b.inv_t[l] = scalar_t(1) / b.inv_t[l];
+    for (int64_t l = 0; l < kLanes; ++l) b.a[j][l] = xs[corners[l] + offsets[j]];
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) b.inv_t[l] = scalar_t(1) / channel_t[t_offsets[cells[l]]];
+}
+
+template <typename scalar_t, int KK>
+void forward_kernel(const Geometry& g, const at::Tensor& x, const at::Tensor& temperature, int64_t seed,
+                    int64_t normalize, int64_t mode, at::Tensor& out) {
+  const scalar_t* xs = x.const_data_ptr<scalar_t>();
+  const scalar_t* ts = temperature.const_data_ptr<scalar_t>();
+  scalar_t* os = out.mutable_data_ptr<scalar_t>();
+  int64_t offsets[kMaxWindow];
+  window_offsets(g, offsets);
+  const std::vector<int64_t> t_offsets = temperature_offsets(g, temperature);
+  parallel_flushed(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
+    Block<scalar_t, KK> b;
+    for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t* cells) {
+      const scalar_t* channel_t = ts + (first / g.plane_outputs() % g.channels) * temperature.stride(0);
+      load_block(b, g.window(), xs, channel_t, t_offsets.data(), offsets, corners, cells);
+      forward_block(b, g.window(), normalize, mode, static_cast<uint64_t>(seed), static_cast<uint64_t>(first));
+      for (int64_t l = 0; l < count; ++l) os[first + l] = b.out[l];
+    });
+  });
 }
 
 at::Tensor tdgs_forward(const at::Tensor& x, const at::Tensor& temperature, int64_t seed,
@@ -215,23 +236,45 @@ at::Tensor tdgs_forward(const at::Tensor& x, const at::Tensor& temperature, int6
   const Geometry& g = args.g;
   at::Tensor out = at::empty(g.output_sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tdgs_forward", [&] {
-    const scalar_t* xs = x.const_data_ptr<scalar_t>();
-    const scalar_t* ts = temperature.const_data_ptr<scalar_t>();
-    scalar_t* os = out.mutable_data_ptr<scalar_t>();
-    int64_t offsets[kMaxWindow];
-    window_offsets(g, offsets);
-    const std::vector<int64_t> t_offsets = temperature_offsets(g, temperature);
-    at::parallel_for(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
-      Block<scalar_t> b;
-      for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t* cells) {
-        const scalar_t* channel_t = ts + (first / g.plane_outputs() % g.channels) * temperature.stride(0);
-        load_block(b, g.window(), xs, channel_t, t_offsets.data(), offsets, count, corners, cells);
-        forward_block(b, g.window(), normalize, mode, static_cast<uint64_t>(seed), static_cast<uint64_t>(first));
-        for (int64_t l = 0; l < count; ++l) os[first + l] = b.out[l];
-      });
-    });
+    if (g.window() == 4)
+      forward_kernel<scalar_t, 4>(g, x, temperature, seed, normalize, mode, out);
+    else
+      forward_kernel<scalar_t, 0>(g, x, temperature, seed, normalize, mode, out);
   });
   return out;
+}
+
+template <typename scalar_t, int KK>
+void backward_kernel(const Geometry& g, const at::Tensor& grad, const at::Tensor& x, const at::Tensor& temperature,
+                     int64_t seed, int64_t normalize, int64_t mode, at::Tensor& grad_x, at::Tensor& grad_t) {
+  const scalar_t* xs = x.const_data_ptr<scalar_t>();
+  const scalar_t* gs = grad.const_data_ptr<scalar_t>();
+  const scalar_t* ts = temperature.const_data_ptr<scalar_t>();
+  scalar_t* gxs = grad_x.mutable_data_ptr<scalar_t>();
+  scalar_t* gts = grad_t.mutable_data_ptr<scalar_t>();
+  int64_t offsets[kMaxWindow];
+  window_offsets(g, offsets);
+  const int64_t kk = g.window();
+  const std::vector<int64_t> t_offsets = temperature_offsets(g, temperature);
+  // a task owns whole planes, so overlapping windows (stride < kernel_size) never race
+  parallel_flushed(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
+    Block<scalar_t, KK> b;
+    scalar_t ga[Block<scalar_t, KK>::rows][kLanes], grad_block[kLanes], grad_t_block[kLanes];
+    for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t* cells) {
+      const scalar_t* channel_t = ts + (first / g.plane_outputs() % g.channels) * temperature.stride(0);
+      load_block(b, kk, xs, channel_t, t_offsets.data(), offsets, corners, cells);
+      for (int64_t l = 0; l < kLanes; ++l) grad_block[l] = l < count ? gs[first + l] : scalar_t(0);
+      forward_block(b, kk, normalize, mode, static_cast<uint64_t>(seed), static_cast<uint64_t>(first));
+      backward_block(b, kk, normalize, mode, grad_block, ga, grad_t_block);
+      for (int64_t l = 0; l < count; ++l) {
+        if (g.tiles())  // every input element is in exactly one window
+          for (int64_t j = 0; j < kk; ++j) gxs[corners[l] + offsets[j]] = ga[j][l];
+        else
+          for (int64_t j = 0; j < kk; ++j) gxs[corners[l] + offsets[j]] += ga[j][l];
+        gts[first + l] = mode == kArgmax ? scalar_t(0) : grad_t_block[l];
+      }
+    });
+  });
 }
 
 // Returns d/dx and the per-window d/dT, shape (B, C, Ho, Wo) (the caller sums it over the batch).
@@ -247,34 +290,10 @@ std::tuple<at::Tensor, at::Tensor> tdgs_backward(const at::Tensor& grad, const a
   at::Tensor grad_x = g.tiles() ? at::empty_like(x) : at::zeros_like(x);
   at::Tensor grad_t = at::empty(g.output_sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tdgs_backward", [&] {
-    const scalar_t* xs = x.const_data_ptr<scalar_t>();
-    const scalar_t* gs = grad.const_data_ptr<scalar_t>();
-    const scalar_t* ts = temperature.const_data_ptr<scalar_t>();
-    scalar_t* gxs = grad_x.mutable_data_ptr<scalar_t>();
-    scalar_t* gts = grad_t.mutable_data_ptr<scalar_t>();
-    int64_t offsets[kMaxWindow];
-    window_offsets(g, offsets);
-    const int64_t kk = g.window();
-    const std::vector<int64_t> t_offsets = temperature_offsets(g, temperature);
-    // a task owns whole planes, so overlapping windows (stride < kernel_size) never race
-    at::parallel_for(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
-      Block<scalar_t> b;
-      scalar_t ga[kMaxWindow][kLanes], grad_block[kLanes], grad_t_block[kLanes];
-      for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t* cells) {
-        const scalar_t* channel_t = ts + (first / g.plane_outputs() % g.channels) * temperature.stride(0);
-        load_block(b, kk, xs, channel_t, t_offsets.data(), offsets, count, corners, cells);
-        for (int64_t l = 0; l < kLanes; ++l) grad_block[l] = l < count ? gs[first + l] : scalar_t(0);
-        forward_block(b, kk, normalize, mode, static_cast<uint64_t>(seed), static_cast<uint64_t>(first));
-        backward_block(b, kk, normalize, mode, grad_block, ga, grad_t_block);
-        for (int64_t l = 0; l < count; ++l) {
-          if (g.tiles())  // every input element is in exactly one window
-            for (int64_t j = 0; j < kk; ++j) gxs[corners[l] + offsets[j]] = ga[j][l];
-          else
-            for (int64_t j = 0; j < kk; ++j) gxs[corners[l] + offsets[j]] += ga[j][l];
-          gts[first + l] = mode == kArgmax ? scalar_t(0) : grad_t_block[l];
-        }
-      });
-    });
+    if (g.window() == 4)
+      backward_kernel<scalar_t, 4>(g, grad, x, temperature, seed, normalize, mode, grad_x, grad_t);
+    else
+      backward_kernel<scalar_t, 0>(g, grad, x, temperature, seed, normalize, mode, grad_x, grad_t);
   });
   return {grad_x, grad_t};
 }
