@@ -7,7 +7,7 @@ namespace tdgs {
 namespace {
 
 template <typename scalar_t>
-inline scalar_t sigmoid(scalar_t v) {
+TDGS_INLINE scalar_t sigmoid(scalar_t v) {
   return scalar_t(1) / (scalar_t(1) + vexp(-v));
 }
 
@@ -30,11 +30,11 @@ at::Tensor gated_forward(const at::Tensor& x, const at::Tensor& mask, const at::
     window_offsets(g, offsets);
     const bool shared = mask.size(0) == 1;
     parallel_flushed(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
-      for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t*) {
-        const int64_t c = shared ? 0 : first / g.plane_outputs() % g.channels;
-        const scalar_t* w = ms + c * kk;
+      for_each_block(g, begin, end, [&](int64_t first, int64_t count, const Lanes& lanes) {
         for (int64_t l = 0; l < count; ++l) {
-          const scalar_t* corner = xs + corners[l];
+          const int64_t c = shared ? 0 : lanes.channel[l];
+          const scalar_t* w = ms + c * kk;
+          const scalar_t* corner = xs + lanes.corner[l];
           scalar_t top = corner[0], sum = 0, logit = bs[c];
           for (int64_t j = 0; j < kk; ++j) {
             const scalar_t a = corner[offsets[j]];
@@ -77,9 +77,9 @@ std::tuple<at::Tensor, at::Tensor> gated_backward(const at::Tensor& grad, const 
         const scalar_t* w = ms + c * kk;
         scalar_t* gp = gps + plane * (kk + 1);
         for (int64_t j = 0; j <= kk; ++j) gp[j] = 0;
-        for_each_block(g, plane, plane + 1, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t*) {
+        for_each_block(g, plane, plane + 1, [&](int64_t first, int64_t count, const Lanes& lanes) {
           for (int64_t l = 0; l < count; ++l) {
-            const scalar_t* corner = xs + corners[l];
+            const scalar_t* corner = xs + lanes.corner[l];
             scalar_t top = corner[0], sum = 0, logit = bs[c];
             int64_t arg = 0;
             for (int64_t j = 0; j < kk; ++j) {
@@ -91,7 +91,7 @@ std::tuple<at::Tensor, at::Tensor> gated_backward(const at::Tensor& grad, const 
             const scalar_t mean = sum * inv_kk, gate = sigmoid(logit), go = gs[first + l];
             const scalar_t g_logit = go * (top - mean) * gate * (scalar_t(1) - gate);
             const scalar_t g_mean = go * (scalar_t(1) - gate) * inv_kk;
-            scalar_t* gx = gxs + corners[l];
+            scalar_t* gx = gxs + lanes.corner[l];
             for (int64_t j = 0; j < kk; ++j) {
               const scalar_t d = g_mean + g_logit * w[j] + (j == arg ? go * gate : scalar_t(0));
               if (tiles)
@@ -142,10 +142,10 @@ at::Tensor stochastic_forward(const at::Tensor& x, int64_t seed, int64_t kernel_
     window_offsets(g, offsets);
     parallel_flushed(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
       scalar_t u[kMaxWindow][kLanes];
-      for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t*) {
+      for_each_block(g, begin, end, [&](int64_t first, int64_t count, const Lanes& lanes) {
         if (training) window_uniforms_lanes(static_cast<uint64_t>(seed), static_cast<uint64_t>(first), 1, u);
         for (int64_t l = 0; l < count; ++l) {
-          const scalar_t* corner = xs + corners[l];
+          const scalar_t* corner = xs + lanes.corner[l];
           if (training) {
             const int64_t pick = stochastic_pick(corner, offsets, kk, u[0][l]);
             os[first + l] = pick < 0 ? scalar_t(0) : corner[offsets[pick]];
@@ -183,11 +183,11 @@ at::Tensor stochastic_backward(const at::Tensor& grad, const at::Tensor& x, int6
     window_offsets(g, offsets);
     parallel_flushed(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
       scalar_t u[kMaxWindow][kLanes];
-      for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t*) {
+      for_each_block(g, begin, end, [&](int64_t first, int64_t count, const Lanes& lanes) {
         if (training) window_uniforms_lanes(static_cast<uint64_t>(seed), static_cast<uint64_t>(first), 1, u);
         for (int64_t l = 0; l < count; ++l) {
-          const scalar_t* corner = xs + corners[l];
-          scalar_t* gx = gxs + corners[l];
+          const scalar_t* corner = xs + lanes.corner[l];
+          scalar_t* gx = gxs + lanes.corner[l];
           const scalar_t go = gs[first + l];
           if (training) {  // the gradient flows only to the sampled element
             const int64_t pick = stochastic_pick(corner, offsets, kk, u[0][l]);

@@ -26,6 +26,9 @@
 
 
 
+// The vector math must be inlined into the lane loops, or they cannot be vectorised.
+#define TDGS_INLINE inline __attribute__((always_inline))
+
 namespace tdgs {
 
 constexpr int64_t kMaxWindow = 64;  // largest k*k (k <= 8)
@@ -96,26 +99,39 @@ inline void window_offsets(const Geometry& g, int64_t* offsets) {
     for (int64_t j = 0; j < g.k; ++j) offsets[i * g.k + j] = i * g.width + j;
 }
 
-// Calls body(first, count, corners, cells) for blocks of up to kLanes consecutive windows of the
-// planes [begin, end): `first` is the flat output index of the block's first window, corners[l] the
-// input offset of window l's top-left element and cells[l] its (oh * Wo + ow) position in the plane.
+// The windows of one block: up to kLanes consecutive windows in output order, across planes.
+struct Lanes {
+  int64_t corner[kLanes];   // input offset of the window's top-left element
+  int64_t cell[kLanes];     // position in a (C, Ho, Wo) parameter map: c * Ho * Wo + oh * Wo + ow
+  int64_t channel[kLanes];  // c
+};
+
+// Calls body(first, count, lanes) for blocks of up to kLanes consecutive windows of the planes
+// [begin, end) (plane = b * C + c), `first` being the flat output index of the block's first window.
 // Lanes from `count` on repeat the last window, so that every lane reads valid memory.
 template <typename Body>
 inline void for_each_block(const Geometry& g, int64_t begin, int64_t end, const Body& body) {
-  int64_t corners[kLanes], cells[kLanes];
-  const int64_t per_plane = g.plane_outputs();
-  for (int64_t plane = begin; plane < end; ++plane) {
-    for (int64_t cell0 = 0; cell0 < per_plane; cell0 += kLanes) {
-      const int64_t count = std::min(kLanes, per_plane - cell0);
-      int64_t oh = cell0 / g.out_w, ow = cell0 % g.out_w;
-      for (int64_t l = 0; l < count; ++l) {
-        corners[l] = plane * g.height * g.width + oh * g.s * g.width + ow * g.s;
-        cells[l] = cell0 + l;
-        if (++ow == g.out_w) ow = 0, ++oh;
-      }
-      for (int64_t l = count; l < kLanes; ++l) corners[l] = corners[count - 1], cells[l] = cells[count - 1];
-      body(plane * per_plane + cell0, count, corners, cells);
+  Lanes lanes;
+  const int64_t per_plane = g.plane_outputs(), last = end * per_plane;
+  int64_t plane = begin, c = begin % g.channels, oh = 0, ow = 0;  // no divisions in the loop
+  int64_t corner = plane * g.height * g.width, cell = c * per_plane;
+  for (int64_t first = begin * per_plane; first < last; first += kLanes) {
+    const int64_t count = std::min(kLanes, last - first);
+    for (int64_t l = 0; l < count; ++l) {
+      lanes.corner[l] = corner + ow * g.s;
+      lanes.cell[l] = cell++;
+      lanes.channel[l] = c;
+      if (++ow < g.out_w) continue;
+      ow = 0;
+      corner += g.s * g.width;
+      if (++oh < g.out_h) continue;
+      oh = 0;
+      corner = ++plane * g.height * g.width;
+      if (++c == g.channels) c = 0, cell = 0;
     }
+    for (int64_t l = count; l < kLanes; ++l)
+      lanes.corner[l] = lanes.corner[count - 1], lanes.cell[l] = lanes.cell[count - 1], lanes.channel[l] = lanes.channel[count - 1];
+    body(first, count, lanes);
   }
 }
 
@@ -180,7 +196,7 @@ inline void window_uniforms_lanes(uint64_t seed, uint64_t first, int64_t kk, sca
 }
 
 template <typename To, typename From>
-inline To bits_as(From v) {
+TDGS_INLINE To bits_as(From v) {
   To out;
   std::memcpy(&out, &v, sizeof(To));
   return out;
@@ -189,7 +205,7 @@ inline To bits_as(From v) {
 // exp(x) for float, branch-free, 1-2 ulp (Cephes expf); exact std::exp for double. Inputs below
 // -87 give exp(-87) ~ 1.6e-38 instead of a denormal: those weights never matter.
 template <typename scalar_t>
-inline scalar_t vexp(scalar_t x) {
+TDGS_INLINE scalar_t vexp(scalar_t x) {
   if constexpr (std::is_same_v<scalar_t, float>) {
     x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
     constexpr float round = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
@@ -210,7 +226,7 @@ inline scalar_t vexp(scalar_t x) {
 
 // log(x) for positive normal float x, branch-free, ~1 ulp (Cephes logf); std::log for double.
 template <typename scalar_t>
-inline scalar_t vlog(scalar_t x) {
+TDGS_INLINE scalar_t vlog(scalar_t x) {
   if constexpr (std::is_same_v<scalar_t, float>) {
     const int32_t bits = bits_as<int32_t>(x);
     float e = static_cast<float>(((bits >> 23) & 0xff) - 126);

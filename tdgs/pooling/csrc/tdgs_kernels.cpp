@@ -72,10 +72,11 @@ inline void normalize_block(Block<scalar_t, KK>& b, int64_t kk_, int64_t normali
     for (int64_t l = 0; l < kLanes; ++l) b.n[j][l] = b.a[j][l] * inv_peak[l] * b.inv_scaled[l];
 }
 
-// The forward pass of a block whose first window has flat output index `first`.
+// The forward pass of a block whose first window has flat output index `first`. Without
+// `need_y` a hard sample only finds its pick (the backward pass needs y).
 template <typename scalar_t, int KK>
 inline void forward_block(Block<scalar_t, KK>& b, int64_t kk_, int64_t normalize, int64_t mode, uint64_t seed,
-                          uint64_t first) {
+                          uint64_t first, bool need_y = true) {
   const int64_t kk = KK > 0 ? KK : kk_;
   normalize_block(b, kk, normalize);
   scalar_t top[kLanes];
@@ -99,6 +100,22 @@ inline void forward_block(Block<scalar_t, KK>& b, int64_t kk_, int64_t normalize
   } else {
     scalar_t u[Block<scalar_t, KK>::rows][kLanes];
     window_uniforms_lanes(seed, first, kk, u);
+    if (mode == kHard && !need_y) {
+      // argmax of w_j = e_j / E_j without dividing: w_j > w_best <=> e_j E_best > e_best E_j
+      scalar_t best_e[kLanes], best_E[kLanes];
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) best_e[l] = 0, best_E[l] = 1;
+      for (int64_t j = 0; j < kk; ++j)
+#pragma omp simd
+        for (int64_t l = 0; l < kLanes; ++l) {
+          const scalar_t e = vexp(z[j][l] - top[l]), E = -vlog(u[j][l]);
+          const bool larger = e * best_E[l] > best_e[l] * E;
+          best_e[l] = larger ? e : best_e[l];
+          best_E[l] = larger ? E : best_E[l];
+          b.out[l] = larger ? b.a[j][l] : b.out[l];
+        }
+      return;
+    }
     scalar_t heaviest[kLanes];
 #pragma omp simd
     for (int64_t l = 0; l < kLanes; ++l) heaviest[l] = -1;
@@ -170,6 +187,131 @@ inline void backward_block(const Block<scalar_t, KK>& b, int64_t kk_, int64_t no
     }
 }
 
+// ---- Fast path: float, 2x2 windows. One SIMD loop over the lanes with the four window values
+// unrolled inside it, so that every intermediate stays in a register; the normalisation and the
+// mode are template parameters. Same arithmetic as the generic path above.
+template <int64_t NORM, int64_t MODE, bool GRAD>
+void lanes_2x2(const float (*a)[kLanes], const float* inv_t, const float (*u)[kLanes], const float* grad,
+               float* out, float (*ga)[kLanes], float* grad_t) {
+  constexpr bool sampling = MODE == kHard || MODE == kSoft;
+#pragma omp simd
+  for (int64_t l = 0; l < kLanes; ++l) {
+    float v[4], n[4], z[4], w[4];
+    #pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) v[j] = a[j][l];
+    // normalise: n = a * inv_peak * inv_scaled (n = 0 for an all-zero window)
+    float inv_peak = 1.0f, inv_scaled = 1.0f;
+    int peak_j = 0;
+    if constexpr (NORM != kNone) {
+      float peak = std::abs(v[0]);
+      #pragma GCC unroll 4
+      for (int j = 1; j < 4; ++j) {
+        const float m = std::abs(v[j]);
+        peak_j = m > peak ? j : peak_j;
+        peak = m > peak ? m : peak;
+      }
+      inv_peak = peak > 0 ? 1.0f / std::max(peak, std::numeric_limits<float>::min()) : 0.0f;
+      if constexpr (NORM != kMax) {
+        float sum = 0;
+        #pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+          const float s = v[j] * inv_peak;
+          sum += NORM == kL1 ? std::abs(s) : s * s;
+        }
+        inv_scaled = peak > 0 ? 1.0f / (NORM == kL1 ? sum : std::sqrt(sum)) : 0.0f;
+      }
+    }
+    float top = -std::numeric_limits<float>::infinity();
+    int pick = 0;
+    #pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      n[j] = NORM == kNone ? v[j] : v[j] * inv_peak * inv_scaled;
+      z[j] = n[j] * inv_t[l];
+      pick = z[j] > top ? j : pick;
+      top = z[j] > top ? z[j] : top;
+    }
+    if constexpr (MODE == kArgmax) {
+      const float picked = pick == 0 ? v[0] : pick == 1 ? v[1] : pick == 2 ? v[2] : v[3];
+      if constexpr (!GRAD) {
+        out[l] = picked;
+      } else {
+        #pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) ga[j][l] = pick == j ? grad[l] : 0.0f;
+        grad_t[l] = 0;
+      }
+      continue;
+    }
+    if constexpr (MODE == kHard && !GRAD) {  // the pick only: argmax e_j / E_j, no division
+      float best_e = 0, best_E = 1, picked = v[0];
+      #pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) {
+        const float e = vexp(z[j] - top), E = -vlog(u[j][l]);
+        const bool larger = e * best_E > best_e * E;
+        best_e = larger ? e : best_e;
+        best_E = larger ? E : best_E;
+        picked = larger ? v[j] : picked;
+      }
+      out[l] = picked;
+      continue;
+    }
+    float total = 0, heaviest = -1, picked = v[0];
+    #pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      w[j] = vexp(z[j] - top);
+      if constexpr (sampling) w[j] /= -vlog(u[j][l]);
+      picked = w[j] > heaviest ? v[j] : picked;
+      pick = w[j] > heaviest ? j : pick;
+      heaviest = w[j] > heaviest ? w[j] : heaviest;
+      total += w[j];
+    }
+    const float inv_total = 1.0f / total;
+    float soft = 0;
+    #pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      w[j] *= inv_total;  // y
+      soft += v[j] * w[j];
+    }
+    if constexpr (!GRAD) {
+      out[l] = MODE == kHard ? picked : soft;
+      continue;
+    }
+    const float g = grad[l];
+    float gn[4], gz_n = 0, gn_n = 0;
+    #pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const float gz = g * w[j] * (v[j] - soft);
+      gz_n += gz * n[j];
+      gn[j] = gz * inv_t[l];
+      gn_n += gn[j] * n[j];
+    }
+    grad_t[l] = -gz_n * inv_t[l] * inv_t[l];
+    #pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) {
+      const float sign = v[j] > 0 ? 1.0f : v[j] < 0 ? -1.0f : 0.0f;
+      float d = gn[j];
+      if constexpr (NORM == kL2) d -= n[j] * gn_n;
+      if constexpr (NORM == kL1) d -= sign * gn_n;
+      if constexpr (NORM == kMax) d -= peak_j == j ? sign * gn_n : 0.0f;
+      if constexpr (NORM != kNone) d = d * inv_scaled * inv_peak;
+      const float direct = MODE == kHard ? (pick == j ? g : 0.0f) : g * w[j];
+      ga[j][l] = direct + d;
+    }
+  }
+}
+
+using LanesFn = void (*)(const float (*)[kLanes], const float*, const float (*)[kLanes], const float*, float*,
+                         float (*)[kLanes], float*);
+
+template <bool GRAD>
+LanesFn lanes_2x2_for(int64_t normalize, int64_t mode) {
+  static constexpr LanesFn table[4][4] = {
+      {lanes_2x2<kNone, kHard, GRAD>, lanes_2x2<kNone, kSoft, GRAD>, lanes_2x2<kNone, kExpectation, GRAD>, lanes_2x2<kNone, kArgmax, GRAD>},
+      {lanes_2x2<kL1, kHard, GRAD>, lanes_2x2<kL1, kSoft, GRAD>, lanes_2x2<kL1, kExpectation, GRAD>, lanes_2x2<kL1, kArgmax, GRAD>},
+      {lanes_2x2<kL2, kHard, GRAD>, lanes_2x2<kL2, kSoft, GRAD>, lanes_2x2<kL2, kExpectation, GRAD>, lanes_2x2<kL2, kArgmax, GRAD>},
+      {lanes_2x2<kMax, kHard, GRAD>, lanes_2x2<kMax, kSoft, GRAD>, lanes_2x2<kMax, kExpectation, GRAD>, lanes_2x2<kMax, kArgmax, GRAD>}};
+  return table[normalize][mode];
+}
+
 struct Args {
   Geometry g;
   int64_t normalize, mode;
@@ -187,27 +329,28 @@ Args check_args(const at::Tensor& x, const at::Tensor& temperature, int64_t kern
   return {g, normalize, mode};
 }
 
-// Offsets into the temperature of every output cell (oh * Wo + ow) of a channel.
+// Offsets into the temperature of every (c, oh, ow) cell.
 std::vector<int64_t> temperature_offsets(const Geometry& g, const at::Tensor& temperature) {
-  std::vector<int64_t> offsets(g.plane_outputs());
-  for (int64_t oh = 0; oh < g.out_h; ++oh)
-    for (int64_t ow = 0; ow < g.out_w; ++ow)
-      offsets[oh * g.out_w + ow] = oh * temperature.stride(1) + ow * temperature.stride(2);
+  std::vector<int64_t> offsets(g.channels * g.plane_outputs());
+  for (int64_t c = 0; c < g.channels; ++c)
+    for (int64_t oh = 0; oh < g.out_h; ++oh)
+      for (int64_t ow = 0; ow < g.out_w; ++ow)
+        offsets[(c * g.out_h + oh) * g.out_w + ow] =
+            c * temperature.stride(0) + oh * temperature.stride(1) + ow * temperature.stride(2);
   return offsets;
 }
 
 // Loads the windows and inverse temperatures of a block (lanes past the block's windows repeat its
 // last window; their results are not used).
 template <typename scalar_t, int KK>
-inline void load_block(Block<scalar_t, KK>& b, int64_t kk_, const scalar_t* xs, const scalar_t* channel_t,
-                       const int64_t* t_offsets, const int64_t* offsets, const int64_t* corners,
-                       const int64_t* cells) {
+inline void load_block(Block<scalar_t, KK>& b, int64_t kk_, const scalar_t* xs, const scalar_t* ts,
+                       const int64_t* t_offsets, const int64_t* offsets, const Lanes& lanes) {
   const int64_t kk = KK > 0 ? KK : kk_;
   for (int64_t j = 0; j < kk; ++j)
 #pragma omp simd
-    for (int64_t l = 0; l < kLanes; ++l) b.a[j][l] = xs[corners[l] + offsets[j]];
+    for (int64_t l = 0; l < kLanes; ++l) b.a[j][l] = xs[lanes.corner[l] + offsets[j]];
 #pragma omp simd
-  for (int64_t l = 0; l < kLanes; ++l) b.inv_t[l] = scalar_t(1) / channel_t[t_offsets[cells[l]]];
+  for (int64_t l = 0; l < kLanes; ++l) b.inv_t[l] = scalar_t(1) / ts[t_offsets[lanes.cell[l]]];
 }
 
 template <typename scalar_t, int KK>
@@ -219,12 +362,17 @@ void forward_kernel(const Geometry& g, const at::Tensor& x, const at::Tensor& te
   int64_t offsets[kMaxWindow];
   window_offsets(g, offsets);
   const std::vector<int64_t> t_offsets = temperature_offsets(g, temperature);
+  [[maybe_unused]] const LanesFn fast = lanes_2x2_for<false>(normalize, mode);
   parallel_flushed(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
     Block<scalar_t, KK> b;
-    for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t* cells) {
-      const scalar_t* channel_t = ts + (first / g.plane_outputs() % g.channels) * temperature.stride(0);
-      load_block(b, g.window(), xs, channel_t, t_offsets.data(), offsets, corners, cells);
-      forward_block(b, g.window(), normalize, mode, static_cast<uint64_t>(seed), static_cast<uint64_t>(first));
+    for_each_block(g, begin, end, [&](int64_t first, int64_t count, const Lanes& lanes) {
+      load_block(b, g.window(), xs, ts, t_offsets.data(), offsets, lanes);
+      if constexpr (std::is_same_v<scalar_t, float> && KK == 4) {
+        if (mode == kHard || mode == kSoft) window_uniforms_lanes(static_cast<uint64_t>(seed), static_cast<uint64_t>(first), 4, b.y);
+        fast(b.a, b.inv_t, b.y, nullptr, b.out, nullptr, nullptr);
+      } else {
+        forward_block(b, g.window(), normalize, mode, static_cast<uint64_t>(seed), static_cast<uint64_t>(first), false);
+      }
       for (int64_t l = 0; l < count; ++l) os[first + l] = b.out[l];
     });
   });
@@ -256,21 +404,26 @@ void backward_kernel(const Geometry& g, const at::Tensor& grad, const at::Tensor
   window_offsets(g, offsets);
   const int64_t kk = g.window();
   const std::vector<int64_t> t_offsets = temperature_offsets(g, temperature);
+  [[maybe_unused]] const LanesFn fast = lanes_2x2_for<true>(normalize, mode);
   // a task owns whole planes, so overlapping windows (stride < kernel_size) never race
   parallel_flushed(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
     Block<scalar_t, KK> b;
     scalar_t ga[Block<scalar_t, KK>::rows][kLanes], grad_block[kLanes], grad_t_block[kLanes];
-    for_each_block(g, begin, end, [&](int64_t first, int64_t count, const int64_t* corners, const int64_t* cells) {
-      const scalar_t* channel_t = ts + (first / g.plane_outputs() % g.channels) * temperature.stride(0);
-      load_block(b, kk, xs, channel_t, t_offsets.data(), offsets, corners, cells);
+    for_each_block(g, begin, end, [&](int64_t first, int64_t count, const Lanes& lanes) {
+      load_block(b, kk, xs, ts, t_offsets.data(), offsets, lanes);
       for (int64_t l = 0; l < kLanes; ++l) grad_block[l] = l < count ? gs[first + l] : scalar_t(0);
-      forward_block(b, kk, normalize, mode, static_cast<uint64_t>(seed), static_cast<uint64_t>(first));
-      backward_block(b, kk, normalize, mode, grad_block, ga, grad_t_block);
+      if constexpr (std::is_same_v<scalar_t, float> && KK == 4) {
+        if (mode == kHard || mode == kSoft) window_uniforms_lanes(static_cast<uint64_t>(seed), static_cast<uint64_t>(first), 4, b.y);
+        fast(b.a, b.inv_t, b.y, grad_block, nullptr, ga, grad_t_block);
+      } else {
+        forward_block(b, kk, normalize, mode, static_cast<uint64_t>(seed), static_cast<uint64_t>(first));
+        backward_block(b, kk, normalize, mode, grad_block, ga, grad_t_block);
+      }
       for (int64_t l = 0; l < count; ++l) {
         if (g.tiles())  // every input element is in exactly one window
-          for (int64_t j = 0; j < kk; ++j) gxs[corners[l] + offsets[j]] = ga[j][l];
+          for (int64_t j = 0; j < kk; ++j) gxs[lanes.corner[l] + offsets[j]] = ga[j][l];
         else
-          for (int64_t j = 0; j < kk; ++j) gxs[corners[l] + offsets[j]] += ga[j][l];
+          for (int64_t j = 0; j < kk; ++j) gxs[lanes.corner[l] + offsets[j]] += ga[j][l];
         gts[first + l] = mode == kArgmax ? scalar_t(0) : grad_t_block[l];
       }
     });
