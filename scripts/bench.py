@@ -128,7 +128,8 @@ def bench_poolers(args, device) -> pd.DataFrame:
         for name, module in pooler_candidates(channels, height, width).items():
             if isinstance(module, nn.Module):
                 module.to(device)
-            fns[name] = lambda m=module: m(x).backward(grad)
+            # autograd.grad: the input's gradient is computed, not accumulated into x.grad
+            fns[name] = lambda m=module: torch.autograd.grad(m(x), x, grad)
         medians = interleaved_medians(fns, args.reps, args.inner, device)
         shape = f"({args.batch},{channels},{height},{width})"
         for name, seconds in medians.items():
@@ -317,7 +318,7 @@ def wide(table: pd.DataFrame, index: str, columns: str, cell) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=15, help="timed rounds per candidate")
+    parser.add_argument("--reps", type=int, default=25, help="timed rounds per candidate")
     parser.add_argument("--inner", type=int, default=4, help="pooler calls per timed round")
     parser.add_argument("--step-inner", type=int, default=2, help="train steps per timed round")
     parser.add_argument("--epoch-steps", type=int, default=150, help="batches in the epoch measurement")

@@ -221,13 +221,37 @@ at::Tensor stochastic_backward(const at::Tensor& grad, const at::Tensor& x, int6
 // S3Pool's pooled map: out[b, c, i, j] = mean over p, q < m of the k x k maximum (padded with -inf
 // past the edges) at (rows[i * m + p], cols[j * m + q]). Training: m = 1 and the sampled rows and
 // columns; evaluation: m = s and all rows and columns (average pooling of the stride-1 max map).
+// Offset (from the plane's start) of the largest element of the k x k window at (row, col), the
+// first in row-major order on ties; the window is clipped at the plane's edges (the -inf padding).
+// Branch-free for the common 2x2 window: the comparisons are data-dependent and unpredictable.
+// Offset (from the plane's start) of the largest element of the k x k window at (row, col), the
+// first in row-major order on ties; the window is clipped at the plane's edges (the -inf padding).
 template <typename scalar_t>
-inline const scalar_t* window_peak(const scalar_t* plane, const Geometry& g, int64_t row, int64_t col) {
-  const scalar_t* best = plane + row * g.width + col;
+TDGS_INLINE int64_t window_argmax(const scalar_t* plane, const Geometry& g, int64_t row, int64_t col) {
+  int64_t best = row * g.width + col;
+  if (g.k == 2 && row + 1 < g.height && col + 1 < g.width) {  // unrolled, branch-free selects
+    const scalar_t* p = plane + best;
+    // arithmetic on comparison results, not branches: the data are unpredictable
+    const scalar_t m01 = std::max(p[0], p[1]), m23 = std::max(p[g.width], p[g.width + 1]);
+    const int64_t right01 = p[1] > p[0], right23 = p[g.width + 1] > p[g.width], below = m23 > m01;
+    return best + below * (g.width + right23) + (1 - below) * right01;
+  }
   for (int64_t i = row; i < std::min(row + g.k, g.height); ++i)
     for (int64_t j = col; j < std::min(col + g.k, g.width); ++j)
-      if (plane[i * g.width + j] > *best) best = plane + i * g.width + j;
+      if (plane[i * g.width + j] > plane[best]) best = i * g.width + j;
   return best;
+}
+
+// The largest element of that window (the forward pass needs no index): a branch-free max chain.
+template <typename scalar_t>
+TDGS_INLINE scalar_t window_max(const scalar_t* plane, const Geometry& g, int64_t row, int64_t col) {
+  const scalar_t* p = plane + row * g.width + col;
+  if (g.k == 2 && row + 1 < g.height && col + 1 < g.width)
+    return std::max(std::max(p[0], p[1]), std::max(p[g.width], p[g.width + 1]));
+  scalar_t top = *p;
+  for (int64_t i = row; i < std::min(row + g.k, g.height); ++i)
+    for (int64_t j = col; j < std::min(col + g.k, g.width); ++j) top = std::max(top, plane[i * g.width + j]);
+  return top;
 }
 
 void check_lines(const at::Tensor& rows, const at::Tensor& cols, int64_t repeat, int64_t out_h, int64_t out_w) {
@@ -255,7 +279,7 @@ at::Tensor s3_forward(const at::Tensor& x, const at::Tensor& rows, const at::Ten
           for (int64_t j = 0; j < out_w; ++j) {
             scalar_t sum = 0;
             for (int64_t p = 0; p < repeat; ++p)
-              for (int64_t q = 0; q < repeat; ++q) sum += *window_peak(xp, g, rs[i * repeat + p], cs[j * repeat + q]);
+              for (int64_t q = 0; q < repeat; ++q) sum += window_max(xp, g, rs[i * repeat + p], cs[j * repeat + q]);
             op[i * out_w + j] = repeat == 1 ? sum : sum * scale;
           }
       }
@@ -283,13 +307,14 @@ at::Tensor s3_backward(const at::Tensor& grad, const at::Tensor& x, const at::Te
         const scalar_t* xp = xs + plane * g.height * g.width;
         scalar_t* gp = gxs + plane * g.height * g.width;
         const scalar_t* go = gs + plane * out_h * out_w;
+        // every selected (row, col) of the max map, in memory order, passes its output's share
+        // of the gradient to its window's largest element
         for (int64_t i = 0; i < out_h; ++i)
-          for (int64_t j = 0; j < out_w; ++j) {
-            const scalar_t share = repeat == 1 ? go[i * out_w + j] : go[i * out_w + j] * scale;
-            for (int64_t p = 0; p < repeat; ++p)
-              for (int64_t q = 0; q < repeat; ++q)
-                gp[window_peak(xp, g, rs[i * repeat + p], cs[j * repeat + q]) - xp] += share;
-          }
+          for (int64_t r = i * repeat; r < (i + 1) * repeat; ++r)
+            for (int64_t j = 0; j < out_w; ++j) {
+              const scalar_t share = go[i * out_w + j] * scale;
+              for (int64_t c = j * repeat; c < (j + 1) * repeat; ++c) gp[window_argmax(xp, g, rs[r], cs[c])] += share;
+            }
       }
     });
   });

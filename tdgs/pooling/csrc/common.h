@@ -138,7 +138,7 @@ inline void for_each_block(const Geometry& g, int64_t begin, int64_t end, const 
 // Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC 2011): a
 // counter-based generator, so the backward pass regenerates the forward pass's numbers. This
 // computes it for the counters (first + l, counter_2, counter_3) of the kLanes lanes l at once.
-inline void philox_lanes(uint64_t first, uint32_t counter_2, uint32_t counter_3, uint64_t key,
+TDGS_INLINE void philox_lanes(uint64_t first, uint32_t counter_2, uint32_t counter_3, uint64_t key,
                          uint32_t (*out)[kLanes]) {
   uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
 #pragma omp simd
@@ -174,7 +174,7 @@ inline void philox_lanes(uint64_t first, uint32_t counter_2, uint32_t counter_3,
 // j / 4, 0)), 52 for double (words 0 and 1 of Philox(window, j, 1)). One bit short of the full
 // precision, so that the largest value, 1 - 2^-(bits+1), is representable and rounds below 1.
 template <typename scalar_t>
-inline void window_uniforms_lanes(uint64_t seed, uint64_t first, int64_t kk, scalar_t (*u)[kLanes]) {
+TDGS_INLINE void window_uniforms_lanes(uint64_t seed, uint64_t first, int64_t kk, scalar_t (*u)[kLanes]) {
   uint32_t words[4][kLanes];
   if constexpr (std::is_same_v<scalar_t, float>) {
     for (int64_t j4 = 0; j4 < kk; j4 += 4) {
