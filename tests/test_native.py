@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy.stats import kstest, pearsonr
 from torch.autograd import gradcheck
+from torch.utils import cpp_extension
 
 from tdgs.pooling import gated_pool2d, mixed_pool2d, native, s3_pool2d, stochastic_pool2d, tdgs_pool2d
 from tdgs.pooling.stochastic import kernel_uniforms
@@ -175,3 +176,34 @@ def test_kernel_draws_follow_torch_manual_seed():
     again = (torch.manual_seed(1), tdgs_pool2d(x, t))[1]
     other = (torch.manual_seed(2), tdgs_pool2d(x, t))[1]
     assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_other_devices_and_dtypes_run_the_reference_code():
+    """CUDA (here: the shape-only meta device) and half precision take the pure-PyTorch path."""
+    for device, dtype in (("meta", torch.float32), ("cpu", torch.bfloat16)):
+        x = torch.rand(2, 3, 8, 8, device=device, dtype=dtype)
+        t = torch.ones(3, 4, 4, device=device, dtype=dtype)
+        assert not native.usable(x, t)
+        for out in (
+            tdgs_pool2d(x, t),
+            mixed_pool2d(x, torch.zeros(3, device=device, dtype=dtype)),
+            gated_pool2d(x, torch.zeros(3, 4, device=device, dtype=dtype), torch.zeros(3, device=device, dtype=dtype)),
+            stochastic_pool2d(x),
+        ):
+            assert out.shape == (2, 3, 4, 4) and out.device.type == device and out.dtype == dtype
+
+
+def test_a_failed_build_warns_once_and_falls_back_to_the_reference(monkeypatch):
+    def broken_build(**kwargs):
+        raise RuntimeError("Error building extension 'tdgs_pooling': c++: command not found\nmore")
+
+    monkeypatch.setattr(cpp_extension, "load", broken_build)
+    native._load.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match=r"could not build the CPU pooling kernels \(Error building"):
+            assert not native.available()
+        x = torch.rand(2, 3, 8, 8, requires_grad=True)
+        tdgs_pool2d(x, torch.ones(3, 4, 4)).sum().backward()  # the reference code still trains
+        assert x.grad is not None
+    finally:
+        native._load.cache_clear()  # later tests load the real build again

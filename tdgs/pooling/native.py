@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import platform
+import sys
 import warnings
 from pathlib import Path
 
@@ -52,7 +53,10 @@ def _load() -> bool:
 
     name = f"tdgs_pooling_{_machine_tag()}"
     log.info("loading the TDGS CPU pooling kernels (compiled on first use, about 15 s)")
+    saved_path = os.environ.get("PATH", "")
     try:
+        # the ninja that pip installed beside this interpreter, even when the venv is not activated
+        os.environ["PATH"] = os.pathsep.join([_ninja_dir(), str(Path(sys.executable).parent), saved_path])
         cpp_extension.load(
             name=name,
             sources=[str(path) for path in SOURCES],
@@ -69,7 +73,17 @@ def _load() -> bool:
             stacklevel=3,
         )
         return False
+    finally:
+        os.environ["PATH"] = saved_path
     return True
+
+
+def _ninja_dir() -> str:
+    try:
+        import ninja
+    except ImportError:
+        return ""
+    return ninja.BIN_DIR
 
 
 def available() -> bool:
