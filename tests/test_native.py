@@ -207,3 +207,13 @@ def test_a_failed_build_warns_once_and_falls_back_to_the_reference(monkeypatch):
         assert x.grad is not None
     finally:
         native._load.cache_clear()  # later tests load the real build again
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_kernels_break_ties_as_the_reference(training):
+    """Windows full of equal values: the gradient goes to the same (first) maximum in both paths."""
+    x = torch.randint(0, 3, (2, 3, 9, 8)).double().requires_grad_()
+    _compare(lambda x: (torch.manual_seed(2), s3_pool2d(x, training=training))[1], (x,), torch.float64)
+    _compare(lambda x: mixed_pool2d(x, torch.zeros(3, dtype=torch.float64)), (x,), torch.float64)
+    t = torch.full((3, 4, 4), 0.5, dtype=torch.float64)
+    _compare(lambda x: tdgs_pool2d(x, t, training=False, eval_mode="argmax"), (x,), torch.float64)

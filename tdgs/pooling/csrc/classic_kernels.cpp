@@ -254,6 +254,105 @@ TDGS_INLINE scalar_t window_max(const scalar_t* plane, const Geometry& g, int64_
   return top;
 }
 
+// ---- S3 evaluation with a 2x2 window: average pooling (window and stride `repeat`) of the stride-1
+// max map, computed row by row with contiguous loops (no scatter conflicts, so they vectorise).
+// For the map position (r, c), which(r, c) in {0, 1, 2, 3} is the first largest of x[r][c],
+// x[r][c+1], x[r+1][c], x[r+1][c+1] (-inf past the edges).
+template <typename scalar_t>
+struct MapRow {
+  const scalar_t* top;  // row r
+  const scalar_t* below;  // row r + 1, or nullptr past the last row
+  int64_t width;
+
+  TDGS_INLINE scalar_t at(const scalar_t* row, int64_t c) const {
+    return row != nullptr && c < width ? row[c] : -std::numeric_limits<scalar_t>::infinity();
+  }
+  TDGS_INLINE scalar_t peak(int64_t c) const {
+    return std::max(std::max(top[c], at(top, c + 1)), std::max(at(below, c), at(below, c + 1)));
+  }
+  TDGS_INLINE int which(int64_t c) const {
+    return first_largest(top[c], at(top, c + 1), at(below, c), at(below, c + 1));
+  }
+  static TDGS_INLINE int first_largest(scalar_t v0, scalar_t v1, scalar_t v2, scalar_t v3) {
+    const int right_top = v1 > v0, right_below = v3 > v2;
+    return std::max(v2, v3) > std::max(v0, v1) ? 2 + right_below : right_top;
+  }
+  // Columns [0, interior()) have their whole window inside the map: no edge tests needed.
+  int64_t interior(int64_t n) const { return below == nullptr ? 0 : std::min(n, width - 1); }
+};
+
+template <typename scalar_t>
+void s3_eval_forward_2x2(const Geometry& g, const scalar_t* xs, scalar_t* os, int64_t repeat, int64_t out_h,
+                         int64_t out_w) {
+  const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(repeat * repeat);
+  parallel_flushed(0, g.batch * g.channels, std::max<int64_t>(1, 2048 / (out_h * out_w)), [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> peaks(out_w * repeat);
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const scalar_t* xp = xs + plane * g.height * g.width;
+      for (int64_t i = 0; i < out_h; ++i) {
+        scalar_t* op = os + (plane * out_h + i) * out_w;
+        for (int64_t j = 0; j < out_w; ++j) op[j] = 0;
+        for (int64_t r = i * repeat; r < (i + 1) * repeat; ++r) {
+          const MapRow<scalar_t> row{xp + r * g.width, r + 1 < g.height ? xp + (r + 1) * g.width : nullptr, g.width};
+          const int64_t inner = row.interior(out_w * repeat);
+          const scalar_t *top = row.top, *below = row.below;
+          for (int64_t c = 0; c < inner; ++c)
+            peaks[c] = std::max(std::max(top[c], top[c + 1]), std::max(below[c], below[c + 1]));
+          for (int64_t c = inner; c < out_w * repeat; ++c) peaks[c] = row.peak(c);
+          for (int64_t j = 0; j < out_w; ++j)
+            for (int64_t q = 0; q < repeat; ++q) op[j] += peaks[j * repeat + q] * scale;
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void s3_eval_backward_2x2(const Geometry& g, const scalar_t* xs, const scalar_t* gs, scalar_t* gxs, int64_t repeat,
+                          int64_t out_h, int64_t out_w) {
+  const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(repeat * repeat);
+  const int64_t cols = out_w * repeat;
+  parallel_flushed(0, g.batch * g.channels, std::max<int64_t>(1, 2048 / (out_h * out_w)), [&](int64_t begin, int64_t end) {
+    const int64_t n = cols;  // a local bound: stores into `which` (bytes) may alias anything else
+    std::vector<scalar_t> share(n);
+    std::vector<int32_t> which(n);
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const scalar_t* xp = xs + plane * g.height * g.width;
+      scalar_t* gp = gxs + plane * g.height * g.width;
+      for (int64_t i = 0; i < out_h; ++i) {
+        const scalar_t* go = gs + (plane * out_h + i) * out_w;
+        for (int64_t j = 0; j < out_w; ++j)
+          for (int64_t q = 0; q < repeat; ++q) share[j * repeat + q] = go[j] * scale;
+        for (int64_t r = i * repeat; r < (i + 1) * repeat; ++r) {
+          const MapRow<scalar_t> row{xp + r * g.width, r + 1 < g.height ? xp + (r + 1) * g.width : nullptr, g.width};
+          const int64_t inner = row.interior(n);
+          const scalar_t *x_top = row.top, *x_below = row.below;
+          for (int64_t c = 0; c < inner; ++c)
+            which[c] = MapRow<scalar_t>::first_largest(x_top[c], x_top[c + 1], x_below[c], x_below[c + 1]);
+          for (int64_t c = inner; c < n; ++c) which[c] = row.which(c);
+          // one contiguous pass per element of the window, so no two lanes write the same place
+          scalar_t* top = gp + r * g.width;
+          const int64_t inside = std::min(n, g.width - 1);  // windows with a right column
+          for (int64_t c = 0; c < n; ++c) top[c] += which[c] == 0 ? share[c] : scalar_t(0);
+          for (int64_t c = 0; c < inside; ++c) top[c + 1] += which[c] == 1 ? share[c] : scalar_t(0);
+          if (r + 1 == g.height) continue;
+          scalar_t* below = top + g.width;
+          for (int64_t c = 0; c < n; ++c) below[c] += which[c] == 2 ? share[c] : scalar_t(0);
+          for (int64_t c = 0; c < inside; ++c) below[c + 1] += which[c] == 3 ? share[c] : scalar_t(0);
+        }
+      }
+    }
+  });
+}
+
+// Whether lines are 0, 1, 2, ... (evaluation: every row or column of the max map).
+bool consecutive(const at::Tensor& lines) {
+  const int64_t* ls = lines.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < lines.numel(); ++i)
+    if (ls[i] != i) return false;
+  return true;
+}
+
 void check_lines(const at::Tensor& rows, const at::Tensor& cols, int64_t repeat, int64_t out_h, int64_t out_w) {
   TORCH_CHECK(rows.dtype() == at::kLong && cols.dtype() == at::kLong && rows.is_contiguous() && cols.is_contiguous() &&
                   rows.numel() == out_h * repeat && cols.numel() == out_w * repeat,
@@ -270,6 +369,10 @@ at::Tensor s3_forward(const at::Tensor& x, const at::Tensor& rows, const at::Ten
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "s3_forward", [&] {
     const scalar_t* xs = x.const_data_ptr<scalar_t>();
     scalar_t* os = out.mutable_data_ptr<scalar_t>();
+    if (kernel_size == 2 && consecutive(rows) && consecutive(cols)) {
+      s3_eval_forward_2x2(g, xs, os, repeat, out_h, out_w);
+      return;
+    }
     const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(repeat * repeat);
     parallel_flushed(0, g.batch * g.channels, std::max<int64_t>(1, 2048 / (out_h * out_w)), [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end; ++plane) {
@@ -301,6 +404,10 @@ at::Tensor s3_backward(const at::Tensor& grad, const at::Tensor& x, const at::Te
     const scalar_t* xs = x.const_data_ptr<scalar_t>();
     const scalar_t* gs = grad.const_data_ptr<scalar_t>();
     scalar_t* gxs = grad_x.mutable_data_ptr<scalar_t>();
+    if (kernel_size == 2 && consecutive(rows) && consecutive(cols)) {
+      s3_eval_backward_2x2(g, xs, gs, gxs, repeat, out_h, out_w);
+      return;
+    }
     const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(repeat * repeat);
     parallel_flushed(0, g.batch * g.channels, std::max<int64_t>(1, 2048 / (out_h * out_w)), [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end; ++plane) {
