@@ -307,40 +307,44 @@ void s3_eval_forward_2x2(const Geometry& g, const scalar_t* xs, scalar_t* os, in
   });
 }
 
+// The backward pass works on each plane as one flat array (row stride W), so that its loops are
+// long even for small maps: every map position (r, c) of the first R = Ho * repeat rows passes its
+// output's share of the gradient to the first largest element of its window.
 template <typename scalar_t>
 void s3_eval_backward_2x2(const Geometry& g, const scalar_t* xs, const scalar_t* gs, scalar_t* gxs, int64_t repeat,
                           int64_t out_h, int64_t out_w) {
   const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(repeat * repeat);
-  const int64_t cols = out_w * repeat;
+  const int64_t W = g.width, R = out_h * repeat, C = out_w * repeat, n = R * W;
+  const int64_t full_rows = std::min(R, g.height - 1);  // map rows that have a row below
+  std::vector<int64_t> source(n);  // flat map position -> its output, or -1 past column C
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < W; ++c) source[r * W + c] = c < C ? (r / repeat) * out_w + c / repeat : -1;
   parallel_flushed(0, g.batch * g.channels, std::max<int64_t>(1, 2048 / (out_h * out_w)), [&](int64_t begin, int64_t end) {
-    const int64_t n = cols;  // a local bound: stores into `which` (bytes) may alias anything else
-    std::vector<scalar_t> share(n);
-    std::vector<int32_t> which(n);
+    std::vector<scalar_t> share_buffer(n);
+    std::vector<int32_t> which_buffer(n);
+    scalar_t* __restrict share = share_buffer.data();
+    int32_t* __restrict which = which_buffer.data();
     for (int64_t plane = begin; plane < end; ++plane) {
-      const scalar_t* xp = xs + plane * g.height * g.width;
-      scalar_t* gp = gxs + plane * g.height * g.width;
-      for (int64_t i = 0; i < out_h; ++i) {
-        const scalar_t* go = gs + (plane * out_h + i) * out_w;
-        for (int64_t j = 0; j < out_w; ++j)
-          for (int64_t q = 0; q < repeat; ++q) share[j * repeat + q] = go[j] * scale;
-        for (int64_t r = i * repeat; r < (i + 1) * repeat; ++r) {
-          const MapRow<scalar_t> row{xp + r * g.width, r + 1 < g.height ? xp + (r + 1) * g.width : nullptr, g.width};
-          const int64_t inner = row.interior(n);
-          const scalar_t *x_top = row.top, *x_below = row.below;
-          for (int64_t c = 0; c < inner; ++c)
-            which[c] = MapRow<scalar_t>::first_largest(x_top[c], x_top[c + 1], x_below[c], x_below[c + 1]);
-          for (int64_t c = inner; c < n; ++c) which[c] = row.which(c);
-          // one contiguous pass per element of the window, so no two lanes write the same place
-          scalar_t* top = gp + r * g.width;
-          const int64_t inside = std::min(n, g.width - 1);  // windows with a right column
-          for (int64_t c = 0; c < n; ++c) top[c] += which[c] == 0 ? share[c] : scalar_t(0);
-          for (int64_t c = 0; c < inside; ++c) top[c + 1] += which[c] == 1 ? share[c] : scalar_t(0);
-          if (r + 1 == g.height) continue;
-          scalar_t* below = top + g.width;
-          for (int64_t c = 0; c < n; ++c) below[c] += which[c] == 2 ? share[c] : scalar_t(0);
-          for (int64_t c = 0; c < inside; ++c) below[c + 1] += which[c] == 3 ? share[c] : scalar_t(0);
-        }
+      const scalar_t* __restrict xp = xs + plane * g.height * W;
+      const scalar_t* __restrict go = gs + plane * out_h * out_w;
+      scalar_t* __restrict gp = gxs + plane * g.height * W;
+      // windows taken as whole 2x2 blocks (wrong at column W - 1, fixed just below)
+      for (int64_t i = 0; i < full_rows * W - 1; ++i)
+        which[i] = MapRow<scalar_t>::first_largest(xp[i], xp[i + 1], xp[i + W], xp[i + W + 1]);
+      for (int64_t r = 0; r < R; ++r) {  // the clipped windows: last column, last row
+        const MapRow<scalar_t> row{xp + r * W, r + 1 < g.height ? xp + (r + 1) * W : nullptr, W};
+        if (r < full_rows)
+          which[r * W + W - 1] = row.which(W - 1);
+        else
+          for (int64_t c = 0; c < W; ++c) which[r * W + c] = row.which(c);
       }
+      for (int64_t i = 0; i < n; ++i) share[i] = source[i] >= 0 ? go[source[i]] * scale : scalar_t(0);
+      // one pass per element of the window, so that no two lanes write the same place; a window
+      // never picks an element past the map's edge, so those passes add zeros there
+      for (int64_t i = 0; i < n; ++i) gp[i] += which[i] == 0 ? share[i] : scalar_t(0);
+      for (int64_t i = 0; i < n - 1; ++i) gp[i + 1] += which[i] == 1 ? share[i] : scalar_t(0);
+      for (int64_t i = 0; i < full_rows * W; ++i) gp[i + W] += which[i] == 2 ? share[i] : scalar_t(0);
+      for (int64_t i = 0; i < full_rows * W - 1; ++i) gp[i + W + 1] += which[i] == 3 ? share[i] : scalar_t(0);
     }
   });
 }
