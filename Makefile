@@ -27,7 +27,7 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''
 
-## bench: pooler timings against F.max_pool2d (see scripts/bench.py)
+## bench: speed benchmark: poolers, CNN train steps, epoch throughput, peak memory (scripts/bench.py)
 bench: $(STAMP)
 	$(PY) scripts/bench.py
 
