@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all bench clean-venv
+.PHONY: demo test test-all bench reproduce reproduce-smoke clean-venv
 
 # The virtual environment, (re)installed whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -30,6 +30,14 @@ test-all: $(STAMP)
 ## bench: speed benchmark: poolers, CNN train steps, epoch throughput, peak memory (scripts/bench.py)
 bench: $(STAMP)
 	$(PY) scripts/bench.py
+
+## reproduce: every experiment of the deck (MNIST, CIFAR-10: downloads them) and the report, in one folder
+reproduce: $(STAMP)
+	scripts/reproduce.sh $(ARGS)
+
+## reproduce-smoke: the same path on synthetic data, 1 epoch, 2 seeds (minutes)
+reproduce-smoke: $(STAMP)
+	scripts/reproduce.sh --smoke $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

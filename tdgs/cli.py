@@ -1,14 +1,16 @@
-"""Command-line entry points. ``tdgs-train``: the Hydra app over ``conf/`` (see README)."""
+"""Command-line entry points: ``tdgs-train`` (the Hydra app over ``conf/``) and ``tdgs-report``
+(see README)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from .config import register_configs
 from .data import DatasetUnavailable
@@ -20,10 +22,27 @@ log = logging.getLogger("tdgs")
 register_configs()
 
 
+def threads_per_job(launcher) -> int | None:
+    """torch threads for one job: a SLURM job's ``cpus_per_task``; with ``n_jobs`` parallel local
+    jobs, the CPU count divided among them; otherwise None (torch's default)."""
+    cpus = launcher.get("cpus_per_task")
+    if cpus:
+        return int(cpus)
+    jobs = launcher.get("n_jobs")
+    if jobs is not None and int(jobs) != 1:
+        count = os.cpu_count() or 1
+        return max(1, count // (count if int(jobs) < 0 else int(jobs)))
+    return None
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def train_main(cfg: DictConfig) -> float:
     """Train one model (or, with ``-m``, one job of a sweep); return its final test accuracy."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if cfg.trainer.threads is None:  # parallel jobs share the machine's cores instead of fighting
+        with open_dict(cfg):
+            cfg.trainer.threads = threads_per_job(hydra_cfg.launcher)
     try:
         summary = train(cfg, run_dir)
     except DatasetUnavailable as error:  # the user's to fix: one line, no traceback
@@ -34,3 +53,10 @@ def train_main(cfg: DictConfig) -> float:
         f"epoch {summary['best_epoch']}), {summary['train_seconds']:.1f}s; results in {run_dir}"
     )
     return summary["test_acc"]
+
+
+def report_main() -> None:
+    """``tdgs-report ROOT... [--out DIR]``: see :mod:`tdgs.report.main`."""
+    from .report.main import main
+
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Find run folders and read them into tables; every folder that cannot count is kept as a
+problem with its reason, never silently dropped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import POOLER_SCHEMAS
+from ..results import CONFIG, METRICS, SUMMARY, TEMPERATURES
+
+# pooler options as summary.csv columns (tdgs.train.pooler_columns), in display order
+OPTIONS = ("t0", "granularity", "normalize", "eval_mode", "hard", "rectifier", "eps", "grid_size", "kernel_size", "stride")
+
+
+@dataclass
+class Runs:
+    """Everything below the report's roots."""
+
+    summaries: pd.DataFrame  # completed runs: folder, dataset, pooler, seed, options, test_acc, ...
+    metrics: pd.DataFrame  # per epoch of those runs: folder, epoch, train_loss, test_acc, ...
+    temperatures: pd.DataFrame  # learned TDGS temperatures of those runs: folder, layer, temperature
+    problems: pd.DataFrame  # folder, problem: runs that failed, stopped early or cannot be read
+
+
+def run_folders(roots: list[Path]) -> list[Path]:
+    """Folders holding any of a run's files (Hydra's own ``.hydra`` folders excluded)."""
+    found = set()
+    for root in roots:
+        for name in (SUMMARY, METRICS, CONFIG):
+            found.update(p.parent for p in Path(root).rglob(name) if ".hydra" not in p.parts)
+    return sorted(found)
+
+
+def default_options(pooler: str) -> dict:
+    """The option values a pooler's config group sets by default (``t0=1.0``, ...)."""
+    schema = POOLER_SCHEMAS.get(pooler)
+    return {} if schema is None else {f.name: f.default for f in fields(schema) if f.name in OPTIONS}
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path)
+    if frame.empty:
+        raise ValueError("no rows")
+    return frame
+
+
+def collect(roots: list[Path]) -> Runs:
+    """Read every run folder below ``roots``."""
+    summaries, metrics, temperatures, problems = [], [], [], []
+    for folder in run_folders(roots):
+        name = str(folder)
+        if not (folder / SUMMARY).exists():
+            problems.append({"folder": name, "problem": "no summary.csv (still running, or killed)"})
+            continue
+        try:
+            summary = _read_csv(folder / SUMMARY).iloc[0].to_dict()
+            missing = {"dataset", "pooler", "seed", "test_acc", "status"} - set(summary)
+            if missing:
+                raise ValueError(f"missing columns {', '.join(sorted(missing))}")
+        except Exception as error:  # corrupt or half-written: report it, go on
+            problems.append({"folder": name, "problem": f"unreadable summary.csv ({type(error).__name__}: {error})"})
+            continue
+        if summary["status"] != "completed":
+            error = summary.get("error")
+            detail = f": {error}" if isinstance(error, str) and error else ""
+            problems.append({"folder": name, "problem": f"status {summary['status']}{detail}"})
+            continue
+        try:
+            epochs = _read_csv(folder / METRICS)
+        except Exception as error:
+            problems.append({"folder": name, "problem": f"completed, but metrics.csv unreadable ({type(error).__name__}: {error})"})
+            continue
+        summaries.append({"folder": name, **summary})
+        metrics.append(epochs.assign(folder=name))
+        if summary["pooler"] == "tdgs":
+            try:
+                temperatures.append(_read_csv(folder / TEMPERATURES).assign(folder=name))
+            except Exception as error:
+                problems.append({"folder": name, "problem": f"temperatures.csv unreadable ({type(error).__name__}: {error})"})
+    return Runs(
+        summaries=pd.DataFrame(summaries),
+        metrics=pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(),
+        temperatures=pd.concat(temperatures, ignore_index=True) if temperatures else pd.DataFrame(),
+        problems=pd.DataFrame(problems, columns=["folder", "problem"]),
+    )
+
+
+def is_default(row: pd.Series) -> bool:
+    """Whether a run used its pooler's default options."""
+    for option, default in default_options(row["pooler"]).items():
+        value = row.get(option)
+        if value is None or pd.isna(value):
+            continue
+        if isinstance(default, float) or isinstance(value, float):
+            if abs(float(value) - float(default)) > 1e-12:
+                return False
+        elif str(value) != str(default):
+            return False
+    return True

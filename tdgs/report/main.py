@@ -1,0 +1,58 @@
+"""``tdgs-report ROOT... [--out DIR]``: every run below the roots, aggregated into report.md, one
+CSV per table and PNG plots."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from ..results import write_csv_atomic, write_text_atomic
+from . import plots
+from .collect import collect
+from .tables import TABLES, markdown
+
+
+def build_report(roots: list[Path], out: Path) -> str:
+    """Write the report into ``out``; return its Markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    runs = collect(roots)
+    sections = [
+        f"# TDGS report\n\n{len(runs.summaries)} completed runs below {', '.join(map(str, roots))}; "
+        f"{len(runs.problems)} folders listed under Problems. Written {datetime.now():%Y-%m-%d %H:%M}.",
+    ]
+    numbers = {}
+    for name, (title, build) in TABLES.items():
+        numbers[name], text = build(runs)
+        write_csv_atomic(out / f"{name}.csv", numbers[name])
+        sections.append(f"## {title}\n\n{text}")
+    figures = [
+        plots.training_curves(runs, out / "training_curves.png"),
+        plots.accuracy_vs_t0(numbers["temperature_init"], out / "accuracy_vs_t0.png"),
+        *plots.temperature_histograms(runs, out),
+    ]
+    figures = [f for f in figures if f is not None]
+    if figures:
+        sections.append("## Figures\n\n" + "\n".join(f"![{f.stem}]({f.name})" for f in figures))
+    problems = runs.problems
+    write_csv_atomic(out / "problems.csv", problems)
+    sections.append("## Problems\n\n" + (markdown(problems) if len(problems) else "None: every run folder completed and was readable."))
+    report = "\n\n".join(sections) + "\n"
+    write_text_atomic(out / "report.md", report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tdgs-report", description=__doc__.splitlines()[0])
+    parser.add_argument("roots", nargs="+", type=Path, help="folders holding run folders (searched recursively)")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default: ROOT/report for one root)")
+    args = parser.parse_args(argv)
+    missing = [str(r) for r in args.roots if not r.is_dir()]
+    if missing:
+        print(f"tdgs-report: not a folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    out = args.out or (args.roots[0] / "report" if len(args.roots) == 1 else Path("outputs/report"))
+    print(build_report(args.roots, out))
+    print(f"report written to {out}/ (report.md, one CSV per table, PNG figures)")
+    return 0

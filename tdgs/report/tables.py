@@ -1,0 +1,171 @@
+"""The report's tables (SPEC.md section 5): each as a CSV frame (numbers) and Markdown (text)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .collect import OPTIONS, Runs, is_default
+from .stats import cell, mean_std, welch
+
+# The deck's single runs (10 epochs, t0 = 1), SPEC.md section 5.
+DECK = {("mnist", "max"): 98.96, ("mnist", "tdgs"): 99.24, ("cifar10", "max"): 70.37, ("cifar10", "tdgs"): 72.89}
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A frame as a Markdown table (no index)."""
+    if frame.empty:
+        return "(no runs)"
+    text = lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(text(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _defaults(runs: Runs) -> pd.DataFrame:
+    s = runs.summaries
+    return s[s.apply(is_default, axis=1)] if len(s) else s
+
+
+def _compare_to_max(frame: pd.DataFrame, dataset: str, pooler: str) -> dict:
+    acc = frame.loc[(frame.dataset == dataset) & (frame.pooler == pooler), "test_acc"]
+    base = frame.loc[(frame.dataset == dataset) & (frame.pooler == "max"), "test_acc"]
+    mean, std, n = mean_std(acc)
+    row = {"dataset": dataset, "pooler": pooler, "mean": mean, "std": std, "n": n}
+    row.update(welch(acc, base) if pooler != "max" and len(base) else {"diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan})
+    return row
+
+
+def _difference(row) -> str:
+    if math.isnan(row["diff"]):
+        return ""
+    if math.isnan(row["ci_low"]):
+        return f"{row['diff']:+.2f}"
+    return f"{row['diff']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+
+
+def _p(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.3g}"
+
+
+def deck_table(runs: Runs) -> tuple[pd.DataFrame, str]:
+    """Per dataset, max and TDGS (default options): test accuracy, difference to max with Welch's
+    95% CI and p-value, and the deck's number."""
+    frame = _defaults(runs)
+    rows = []
+    if len(frame):
+        for dataset in sorted(frame.dataset.unique()):
+            for pooler in ("max", "tdgs"):
+                if ((frame.dataset == dataset) & (frame.pooler == pooler)).any():
+                    rows.append({**_compare_to_max(frame, dataset, pooler), "deck": DECK.get((dataset, pooler), math.nan)})
+    numbers = pd.DataFrame(rows, columns=["dataset", "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high", "p", "deck"])
+    text = pd.DataFrame(
+        {
+            "dataset": numbers.dataset,
+            "pooler": numbers.pooler,
+            "test accuracy % (mean ± std (n))": [cell(r["mean"], r["std"], r["n"]) for _, r in numbers.iterrows()],
+            "vs max [95% CI]": [_difference(r) for _, r in numbers.iterrows()],
+            "p (Welch)": [_p(r["p"]) for _, r in numbers.iterrows()],
+            "deck": ["" if math.isnan(v) else f"{v:.2f}" for v in numbers.deck],
+        }
+    )
+    return numbers, markdown(text)
+
+
+def temperature_init_table(runs: Runs) -> tuple[pd.DataFrame, str]:
+    """TDGS test accuracy per dataset and initial temperature t0 (other options at their
+    defaults); the best t0 of each dataset marked."""
+    s = runs.summaries
+    if s.empty or "t0" not in s:
+        return pd.DataFrame(columns=["dataset", "t0", "mean", "std", "n", "best"]), "(no runs)"
+    tdgs = s[(s.pooler == "tdgs") & s.drop(columns="t0").apply(is_default, axis=1)]
+    rows = []
+    for (dataset, t0), group in tdgs.groupby(["dataset", "t0"]):
+        mean, std, n = mean_std(group.test_acc)
+        rows.append({"dataset": dataset, "t0": t0, "mean": mean, "std": std, "n": n})
+    numbers = pd.DataFrame(rows, columns=["dataset", "t0", "mean", "std", "n"])
+    numbers["best"] = numbers["mean"] == numbers.groupby("dataset")["mean"].transform("max")
+    if numbers.empty:
+        return numbers, "(no runs)"
+    cells = numbers.assign(text=[cell(r["mean"], r["std"], r["n"]) + (" **best**" if r["best"] else "") for _, r in numbers.iterrows()])
+    wide = cells.pivot(index="t0", columns="dataset", values="text").reset_index()
+    wide["t0"] = wide["t0"].map(lambda v: f"{v:g}")
+    return numbers, markdown(wide.fillna(""))
+
+
+def all_poolers_table(runs: Runs) -> tuple[pd.DataFrame, str]:
+    """Every pooler (default options) per dataset, with its difference to max."""
+    frame = _defaults(runs)
+    rows = []
+    if len(frame):
+        order = ["max", "avg", "mixed", "gated", "stochastic", "s3", "tdgs"]
+        for dataset in sorted(frame.dataset.unique()):
+            present = set(frame.loc[frame.dataset == dataset, "pooler"])
+            rows += [_compare_to_max(frame, dataset, p) for p in order + sorted(present - set(order)) if p in present]
+    numbers = pd.DataFrame(rows, columns=["dataset", "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high", "p"])
+    text = pd.DataFrame(
+        {
+            "dataset": numbers.dataset,
+            "pooler": numbers.pooler,
+            "test accuracy % (mean ± std (n))": [cell(r["mean"], r["std"], r["n"]) for _, r in numbers.iterrows()],
+            "vs max [95% CI]": [_difference(r) for _, r in numbers.iterrows()],
+            "p (Welch)": [_p(r["p"]) for _, r in numbers.iterrows()],
+        }
+    )
+    return numbers, markdown(text)
+
+
+def temperature_table(runs: Runs) -> tuple[pd.DataFrame, str]:
+    """Learned temperatures of TDGS runs with default options, per dataset and pool layer: median
+    T, share max-like (T < 1) and uniform-like (T > 1), pooled over the runs."""
+    t, s = runs.temperatures, _defaults(runs)
+    columns = ["dataset", "layer", "median_T", "share_below_1", "share_above_1", "values", "runs"]
+    if t.empty or s.empty:
+        return pd.DataFrame(columns=columns), "(no runs)"
+    t = t.merge(s[["folder", "dataset"]], on="folder")
+    rows = [
+        {
+            "dataset": dataset,
+            "layer": layer,
+            "median_T": g.temperature.median(),
+            "share_below_1": (g.temperature < 1).mean(),
+            "share_above_1": (g.temperature > 1).mean(),
+            "values": len(g),
+            "runs": g.folder.nunique(),
+        }
+        for (dataset, layer), g in t.groupby(["dataset", "layer"])
+    ]
+    numbers = pd.DataFrame(rows, columns=columns)
+    text = numbers.assign(
+        median_T=numbers.median_T.map(lambda v: f"{v:.3g}"),
+        share_below_1=numbers.share_below_1.map(lambda v: f"{100 * v:.1f}%"),
+        share_above_1=numbers.share_above_1.map(lambda v: f"{100 * v:.1f}%"),
+    ).rename(columns={"median_T": "median T", "share_below_1": "T < 1 (max-like)", "share_above_1": "T > 1 (uniform-like)"})
+    return numbers, markdown(text)
+
+
+def configurations_table(runs: Runs) -> tuple[pd.DataFrame, str]:
+    """Every distinct configuration (dataset, pooler and the options that vary), mean +- std (n)."""
+    s = runs.summaries
+    if s.empty:
+        return pd.DataFrame(), "(no runs)"
+    varying = [o for o in OPTIONS if o in s and s[o].astype(str).nunique() > 1] + (["epochs"] if s.epochs.nunique() > 1 else [])
+    keys = ["dataset", "pooler", *varying]
+    frame = s.assign(**{k: s[k].map(lambda v: "-" if pd.isna(v) else v) for k in varying})
+    rows = []
+    for values, group in frame.groupby(keys, sort=True):
+        mean, std, n = mean_std(group.test_acc)
+        rows.append({**dict(zip(keys, values)), "mean": mean, "std": std, "n": n})
+    numbers = pd.DataFrame(rows)
+    text = numbers[keys].assign(**{"test accuracy % (mean ± std (n))": [cell(r["mean"], r["std"], r["n"]) for _, r in numbers.iterrows()]})
+    return numbers, markdown(text)
+
+
+TABLES = {
+    "deck_table": ("The deck's table: max vs TDGS", deck_table),
+    "temperature_init": ("TDGS accuracy against the initial temperature t0", temperature_init_table),
+    "all_poolers": ("All poolers (default options)", all_poolers_table),
+    "learned_temperatures": ("Learned temperatures (TDGS, default options)", temperature_table),
+    "configurations": ("Every configuration", configurations_table),
+}

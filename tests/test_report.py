@@ -1,0 +1,118 @@
+"""tdgs-report: statistics against scipy, the report over folders made by a real small sweep,
+and corrupt, incomplete and failed runs listed instead of dropped or crashing."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from tdgs.report.collect import collect
+from tdgs.report.main import build_report
+from tdgs.report.stats import mean_std, welch
+
+BIN = Path(sys.executable).parent
+SMALL = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "trainer.epochs=2", "trainer.progress=false"]
+
+
+def test_welch_matches_scipy():
+    a = np.array([99.1, 99.3, 99.0, 99.4, 99.2])
+    b = np.array([98.9, 99.0, 98.7, 99.1])
+    got = welch(a, b)
+    ref = stats.ttest_ind(a, b, equal_var=False)
+    low, high = ref.confidence_interval(0.95)
+    assert got["diff"] == pytest.approx(a.mean() - b.mean())
+    assert (got["ci_low"], got["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert got["p"] == pytest.approx(ref.pvalue)
+    # known numbers: means 99.2 and 98.925
+    assert got["diff"] == pytest.approx(0.275)
+
+
+def test_statistics_of_tiny_groups_are_nan_not_errors():
+    assert math.isnan(welch([99.0], [98.0, 98.5])["p"])
+    assert math.isnan(welch([1.0, 1.0], [1.0, 1.0])["ci_low"])  # no spread: no interval
+    mean, std, n = mean_std([97.5])
+    assert (mean, n) == (97.5, 1) and math.isnan(std)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A real sweep (max and TDGS at two t0, two seeds), plus broken folders beside it."""
+    root = tmp_path_factory.mktemp("sweep")
+    env = {**os.environ, "TDGS_DATA_DIR": str(root / "data")}
+    args = [*SMALL, "pooler=max,tdgs", "seed=0,1", f"hydra.sweep.dir={root / 'runs'}"]
+    done = subprocess.run([BIN / "tdgs-train", "-m", *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    extra = [*SMALL, "pooler=tdgs", "pooler.t0=0.5", "seed=0,1", f"hydra.sweep.dir={root / 'runs_t0'}"]
+    done = subprocess.run([BIN / "tdgs-train", "-m", *extra], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    broken = root / "runs" / "broken"
+    runs = sorted(p.parent for p in (root / "runs").glob("*/summary.csv"))
+    # corrupt: a summary that is not CSV
+    (broken / "corrupt").mkdir(parents=True)
+    (broken / "corrupt" / "summary.csv").write_bytes(b"\x00\x01garbage")
+    # incomplete: killed before its summary (only metrics so far)
+    (broken / "killed").mkdir()
+    (broken / "killed" / "metrics.csv").write_text((runs[0] / "metrics.csv").read_text())
+    # failed: a summary saying so
+    (broken / "failed").mkdir()
+    failed = pd.read_csv(runs[0] / "summary.csv").assign(status="failed", error="RuntimeError: loss is nan")
+    failed.to_csv(broken / "failed" / "summary.csv", index=False)
+    (broken / "failed" / "metrics.csv").write_text((runs[0] / "metrics.csv").read_text())
+    # completed but its metrics were truncated to nothing
+    (broken / "empty_metrics").mkdir()
+    (broken / "empty_metrics" / "summary.csv").write_text((runs[0] / "summary.csv").read_text())
+    (broken / "empty_metrics" / "metrics.csv").write_text("")
+    return root
+
+
+def test_collect_keeps_every_problem_with_its_reason(sweep):
+    runs = collect([sweep])
+    assert len(runs.summaries) == 6  # 4 + 2 completed runs
+    problems = dict(zip(runs.problems.folder.map(lambda f: Path(f).name), runs.problems.problem))
+    assert set(problems) == {"corrupt", "killed", "failed", "empty_metrics"}
+    assert problems["corrupt"].startswith("unreadable summary.csv")
+    assert problems["killed"].startswith("no summary.csv")
+    assert problems["failed"] == "status failed: RuntimeError: loss is nan"
+    assert "metrics.csv unreadable" in problems["empty_metrics"]
+
+
+def test_report_writes_every_table_and_figure(sweep, tmp_path):
+    out = tmp_path / "report"
+    done = subprocess.run([BIN / "tdgs-report", str(sweep), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = (out / "report.md").read_text()
+    assert report in done.stdout
+    for section in ("The deck's table", "initial temperature t0", "All poolers", "Learned temperatures", "Every configuration", "Problems"):
+        assert section in report
+    for name in ("corrupt", "killed", "failed", "empty_metrics"):
+        assert f"broken/{name}" in report
+    deck = pd.read_csv(out / "deck_table.csv")
+    assert set(deck.pooler) == {"max", "tdgs"} and (deck.n == 2).all()
+    tdgs = deck.set_index("pooler").loc["tdgs"]
+    runs = collect([sweep]).summaries
+    accs = {p: runs[(runs.pooler == p) & (runs.t0.fillna(1.0) == 1.0)].test_acc.to_numpy() for p in ("max", "tdgs")}
+    assert tdgs["diff"] == pytest.approx(accs["tdgs"].mean() - accs["max"].mean())
+    t_init = pd.read_csv(out / "temperature_init.csv")
+    assert sorted(t_init.t0) == [0.5, 1.0] and t_init.best.sum() >= 1
+    temps = pd.read_csv(out / "learned_temperatures.csv")
+    assert sorted(temps.layer) == [1, 2, 3]
+    assert ((temps.share_below_1 + temps.share_above_1) <= 1 + 1e-9).all()
+    assert len(pd.read_csv(out / "problems.csv")) == 4
+    for figure in ("training_curves.png", "accuracy_vs_t0.png", "temperatures_synthetic.png"):
+        assert (out / figure).stat().st_size > 10_000
+
+
+def test_report_on_nothing_says_so(tmp_path):
+    report = build_report([tmp_path], tmp_path / "report")
+    assert "0 completed runs" in report and "(no runs)" in report
+
+
+def test_report_refuses_a_missing_folder(tmp_path):
+    done = subprocess.run([BIN / "tdgs-report", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert done.returncode == 2 and "not a folder" in done.stderr and "Traceback" not in done.stderr
