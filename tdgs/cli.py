@@ -10,11 +10,13 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from .config import register_configs
 from .data import DatasetUnavailable
-from .train import train
+from .train import Interrupted, TrainingDiverged, train
+from .validate import ConfigError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 log = logging.getLogger("tdgs")
@@ -43,11 +45,22 @@ def train_main(cfg: DictConfig) -> float:
     if cfg.trainer.threads is None:  # parallel jobs share the machine's cores instead of fighting
         with open_dict(cfg):
             cfg.trainer.threads = threads_per_job(hydra_cfg.launcher)
+    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         summary = train(cfg, run_dir)
-    except DatasetUnavailable as error:  # the user's to fix: one line, no traceback
+    except (ConfigError, DatasetUnavailable, TrainingDiverged) as error:  # the user's to fix: one line
         log.error(f"{error}")
-        sys.exit(1)
+        if sweeping:  # the other jobs go on; summary.csv says failed and tdgs-report lists it
+            return float("nan")
+        sys.exit(2 if isinstance(error, ConfigError) else 1)
+    except Interrupted as error:
+        log.warning(f"{error} received: stopped after the last finished epoch; resume=true continues it ({run_dir})")
+        sys.exit(128 + error.signum)
+    except Exception:  # a bug: its traceback, and in a sweep the other jobs still run
+        if not sweeping:
+            raise
+        log.exception(f"job failed; its summary.csv in {run_dir} says so")
+        return float("nan")
     log.info(
         f"done: test accuracy {summary['test_acc']:.2f}% (best {summary['best_test_acc']:.2f}% at "
         f"epoch {summary['best_epoch']}), {summary['train_seconds']:.1f}s; results in {run_dir}"

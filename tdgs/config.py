@@ -82,6 +82,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0  # seeds torch, numpy and random
+    resume: bool = False  # continue this run folder from its last complete epoch (hydra.run.dir=...)
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
 
 

@@ -4,9 +4,13 @@ write the run folder's files (see :mod:`tdgs.results`). One flat function, :func
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,10 +20,12 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from .checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .data import Splits, load_dataset
 from .model import PoolingCNN
 from .results import CONFIG, METRICS, SUMMARY, TEMPERATURES, write_csv_atomic, write_text_atomic
 from .summaries import pooler_summary, temperature_table
+from .validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +74,52 @@ def pooler_columns(pooler_cfg: DictConfig) -> dict:
     return {"pooler": options.pop("name"), "t0": options.pop("t0", None), **options}
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: the run stops, keeping its finished epochs."""
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT arrived: the run stopped at a safe point (after a training step)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """Turn SIGTERM (how SLURM preempts) and SIGINT into a flag the training loop polls."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
+        yield received
+        return
+    handler = lambda signum, frame: received.append(signum)  # noqa: E731
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def identity(cfg: DictConfig) -> dict:
+    """What must match for a checkpoint to be resumed: the data, the model and the seed."""
+    return {"dataset": cfg.dataset.name, "pooler": str(OmegaConf.to_container(cfg.pooler, resolve=True)), "seed": cfg.seed}
+
+
+def wants_resume(cfg: DictConfig) -> bool:
+    """``resume=true``, or a SLURM job requeued after preemption (it resumes by itself)."""
+    return bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train one model as ``cfg`` says, writing the run's files into ``run_dir``; return the summary."""
+    """Train one model as ``cfg`` says, writing the run's files into ``run_dir``; return the summary.
+
+    Checks the config first; checkpoints after every epoch; with ``resume=true`` continues from
+    the last complete epoch of ``run_dir``. Raises ConfigError, DatasetUnavailable,
+    TrainingDiverged or Interrupted (SIGTERM/SIGINT) after writing summary.csv."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     trainer = cfg.trainer
-    if trainer.threads:
-        torch.set_num_threads(trainer.threads)
-    seed_everything(cfg.seed, trainer.deterministic)
-    device = resolve_device(cfg.device)
     pooler = pooler_columns(cfg.pooler)
     summary = {
         "dataset": cfg.dataset.name,
@@ -90,12 +133,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "train_loss": float("nan"),
         "train_seconds": 0.0,
         "data_seconds": 0.0,
-        "device": str(device),
+        "device": str(cfg.device),
         "status": "failed",
         "error": "",
     }
     metrics: list[dict] = []
     try:
+        validate(cfg)
+        write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+        if trainer.threads:
+            torch.set_num_threads(trainer.threads)
+        seed_everything(cfg.seed, trainer.deterministic)
+        device = resolve_device(cfg.device)
+        summary["device"] = str(device)
         start = time.perf_counter()
         data: Splits = load_dataset(**OmegaConf.to_container(cfg.dataset, resolve=True)).to(device)
         summary["data_seconds"] = time.perf_counter() - start
@@ -103,66 +153,100 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         model = PoolingCNN(pooler["pooler"], data.image_shape, data.num_classes, **options).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=trainer.lr)
         probe = data.test_images[: trainer.probe_size].float().div(255)
+        first_epoch = 1
+        if wants_resume(cfg):
+            state = load_checkpoint(run_dir, identity(cfg))
+            if state is None:
+                log.info(f"resume: no usable checkpoint in {run_dir}; starting from scratch")
+            else:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                set_rng_states(state["rng"])
+                metrics = list(state["metrics"])
+                summary.update(state["summary"])
+                first_epoch = state["epoch"] + 1
+                write_csv_atomic(run_dir / METRICS, metrics)  # exactly the finished epochs
+                log.info(f"resume: continuing {run_dir} after epoch {state['epoch']}")
         log.info(
             f"{cfg.dataset.name} ({len(data.train_labels)} train / {len(data.test_labels)} test, "
             f"{'x'.join(map(str, data.image_shape))}), pooler {pooler['pooler']}, seed {cfg.seed}, "
             f"{device}; results in {run_dir}"
         )
         show_progress = trainer.progress if trainer.progress is not None else sys.stderr.isatty()
-        for epoch in range(1, trainer.epochs + 1):
-            start = time.perf_counter()
-            order = torch.randperm(len(data.train_labels), device=device)
-            loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
-            steps = tqdm(
-                batches(data.train_images, data.train_labels, trainer.batch_size, order),
-                total=-(-len(order) // trainer.batch_size),
-                desc=f"epoch {epoch}/{trainer.epochs}",
-                disable=not show_progress,
-                leave=False,
-            )
-            for x, y in steps:
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.detach() * len(y)
-                correct += (logits.detach().argmax(1) == y).sum()
-                seen += len(y)
-            train_loss, train_acc = loss_sum.item() / seen, 100.0 * correct.item() / seen
-            test_loss, test_acc = evaluate(model, data.test_images, data.test_labels, trainer.eval_batch_size)
-            seconds = time.perf_counter() - start
-            metrics.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": train_loss,
-                    "train_acc": train_acc,
-                    "test_loss": test_loss,
-                    "test_acc": test_acc,
-                    "seconds": seconds,
-                    **pooler_summary(model, probe),
-                }
-            )
-            write_csv_atomic(run_dir / METRICS, metrics)
-            best = max(metrics, key=lambda row: row["test_acc"])
-            summary.update(
-                epochs_done=epoch,
-                test_acc=test_acc,
-                best_test_acc=best["test_acc"],
-                best_epoch=best["epoch"],
-                train_loss=train_loss,
-                train_seconds=summary["train_seconds"] + seconds,
-            )
-            log.info(
-                f"epoch {epoch}/{trainer.epochs}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
-                f"test loss {test_loss:.4f} acc {test_acc:.2f}% | {seconds:.1f}s"
-            )
+        with stop_requests() as stop:
+            for epoch in range(first_epoch, trainer.epochs + 1):
+                start = time.perf_counter()
+                order = torch.randperm(len(data.train_labels), device=device)
+                loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+                steps = tqdm(
+                    batches(data.train_images, data.train_labels, trainer.batch_size, order),
+                    total=-(-len(order) // trainer.batch_size),
+                    desc=f"epoch {epoch}/{trainer.epochs}",
+                    disable=not show_progress,
+                    leave=False,
+                )
+                for step, (x, y) in enumerate(steps, 1):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits, y)
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"the loss became {loss.item()} at epoch {epoch}, step {step}; stopped, keeping the "
+                            f"{epoch - 1} finished epoch(s) (try a smaller trainer.lr)"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    loss_sum += loss.detach() * len(y)
+                    correct += (logits.detach().argmax(1) == y).sum()
+                    seen += len(y)
+                    if stop:
+                        raise Interrupted(stop[0])
+                train_loss, train_acc = loss_sum.item() / seen, 100.0 * correct.item() / seen
+                test_loss, test_acc = evaluate(model, data.test_images, data.test_labels, trainer.eval_batch_size)
+                seconds = time.perf_counter() - start
+                metrics.append(
+                    {
+                        "epoch": epoch,
+                        "train_loss": train_loss,
+                        "train_acc": train_acc,
+                        "test_loss": test_loss,
+                        "test_acc": test_acc,
+                        "seconds": seconds,
+                        **pooler_summary(model, probe),
+                    }
+                )
+                best = max(metrics, key=lambda row: row["test_acc"])
+                summary.update(
+                    epochs_done=epoch,
+                    test_acc=test_acc,
+                    best_test_acc=best["test_acc"],
+                    best_epoch=best["epoch"],
+                    train_loss=train_loss,
+                    train_seconds=summary["train_seconds"] + seconds,
+                )
+                write_csv_atomic(run_dir / METRICS, metrics)
+                save_checkpoint(
+                    run_dir,
+                    {
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rng": rng_states(),
+                        "metrics": metrics,
+                        "summary": {k: summary[k] for k in ("epochs_done", "test_acc", "best_test_acc", "best_epoch", "train_loss", "train_seconds")},
+                        "identity": identity(cfg),
+                    },
+                )
+                log.info(
+                    f"epoch {epoch}/{trainer.epochs}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
+                    f"test loss {test_loss:.4f} acc {test_acc:.2f}% | {seconds:.1f}s"
+                )
         if pooler["pooler"] == "tdgs":
             write_csv_atomic(run_dir / TEMPERATURES, temperature_table(model))
         summary["status"] = "completed"
         return summary
-    except KeyboardInterrupt:
-        summary.update(status="interrupted", error="KeyboardInterrupt")
+    except (KeyboardInterrupt, Interrupted) as error:
+        summary.update(status="interrupted", error=str(error) or type(error).__name__)
         raise
     except Exception as error:
         summary["error"] = f"{type(error).__name__}: {error}".splitlines()[0]

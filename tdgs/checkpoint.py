@@ -1,0 +1,77 @@
+"""Per-epoch checkpoints: model, optimizer, every RNG state, the epoch and the metrics so far,
+written atomically and readable with ``torch.load(weights_only=True)``. The previous checkpoint
+is kept, so that a damaged last one still leaves a good state to resume from."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .validate import ConfigError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"
+KEYS = {"epoch", "model", "optimizer", "rng", "metrics", "summary", "identity"}
+
+
+def rng_states() -> dict:
+    """torch (CPU and CUDA), numpy and random states, as plain containers and tensors."""
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, state, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "random": {"version": version, "state": list(state), "gauss": gauss},
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    n = states["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    r = states["random"]
+    random.setstate((r["version"], tuple(r["state"]), r["gauss"]))
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> None:
+    """Write ``state`` as the run's checkpoint: a temporary file, then ``os.replace``; the one it
+    replaces becomes the previous checkpoint."""
+    partial = run_dir / f".{CHECKPOINT}.partial"
+    torch.save(state, partial)
+    if (run_dir / CHECKPOINT).exists():
+        os.replace(run_dir / CHECKPOINT, run_dir / PREVIOUS)
+    os.replace(partial, run_dir / CHECKPOINT)
+
+
+def load_checkpoint(run_dir: Path, identity: dict) -> dict | None:
+    """The newest readable checkpoint of ``run_dir`` made by the same configuration ``identity``;
+    None (start from scratch) when there is none. Damaged files are reported and skipped."""
+    for name in (CHECKPOINT, PREVIOUS):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            missing = KEYS - set(state) if isinstance(state, dict) else KEYS
+            if missing:
+                raise ValueError(f"missing {', '.join(sorted(missing))}")
+        except Exception as error:  # truncated, corrupt, foreign: never a crash
+            log.warning(f"{path} is unreadable ({type(error).__name__}: {str(error).splitlines()[0][:200]}); skipping it")
+            continue
+        if state["identity"] != identity:
+            raise ConfigError(
+                f"{path} was written by another configuration ({state['identity']}), not this one ({identity}); "
+                "use a new run folder, or resume=false to start over here"
+            )
+        return state
+    return None

@@ -1,0 +1,170 @@
+"""Reliability: bad inputs get one line and a non-zero exit, never a traceback; checkpoints after
+every epoch resume to exactly the same weights and metrics; SIGTERM stops cleanly; a NaN loss
+fails the run keeping its finished epochs; damaged checkpoints are skipped; in a sweep a failing
+job does not stop the others."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import tdgs.train
+from tdgs.cli import CONF_DIR
+from tdgs.train import TrainingDiverged, train
+
+TRAIN = str(Path(sys.executable).with_name("tdgs-train"))
+SMALL = ["dataset=synthetic", "dataset.train_size=2000", "dataset.test_size=200", "trainer.progress=false"]
+
+
+def run_train(*args, cwd, wait=True):
+    env = {**os.environ, "TDGS_DATA_DIR": str(cwd / "data")}
+    command = [TRAIN, *args]
+    if not wait:
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+BAD_INPUTS = [
+    (["pooler.t0=-1"], "pooler.t0 must be a finite number > 0, but got -1.0"),
+    (["pooler.eps=0"], "pooler.eps must be a finite number > 0, but got 0.0"),
+    (["pooler.granularity=pixel"], "pooler.granularity must be one of 'position', 'channel', 'layer', but got 'pixel'"),
+    (["pooler.normalize=l3"], "pooler.normalize must be one of 'l2', 'none', 'l1', 'max', but got 'l3'"),
+    (["pooler.eval_mode=mean"], "pooler.eval_mode must be one of 'expectation', 'sample', 'argmax', but got 'mean'"),
+    (["pooler.rectifier=tanh"], "pooler.rectifier must be one of 'relu', 'softplus', but got 'tanh'"),
+    (["pooler=s3", "pooler.grid_size=1"], "pooler.grid_size must be a multiple of stride=2, but got 1"),
+    (["trainer.epochs=0"], "trainer.epochs must be an integer >= 1, but got 0"),
+    (["trainer.batch_size=-5"], "trainer.batch_size must be an integer >= 1, but got -5"),
+    (["trainer.lr=0"], "trainer.lr must be a finite number > 0, but got 0.0"),
+    (["device=gpu"], "device must be auto, cpu, cuda or cuda:N, but got 'gpu'"),
+    (["dataset=fashion_mnist", "dataset.source=/no/such/folder"], "dataset.source must be a readable folder of IDX files, but '/no/such/folder' is not"),
+]
+if not torch.cuda.is_available():
+    BAD_INPUTS.append((["device=cuda"], "device=cuda but CUDA is not available here; use device=auto or device=cpu"))
+
+
+@pytest.mark.parametrize("overrides,message", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_without_traceback(tmp_path, overrides, message):
+    done = run_train(*overrides, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and errors[0].endswith(message), output
+
+
+def test_an_unreadable_root_is_refused(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    done = run_train("dataset=digits", f"dataset.root={tmp_path / 'a_file'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 2 and "dataset.root must be a readable folder" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def _wait_for(path: Path, process, seconds=120):
+    deadline = time.time() + seconds
+    while not path.exists():
+        assert process.poll() is None, "the run ended before its first checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.01)
+
+
+def _final_state(run: Path):
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    return state["model"], pd.read_csv(run / "metrics.csv").drop(columns="seconds")
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path):
+    args = [*SMALL, "pooler=tdgs", "trainer.epochs=4", "trainer.deterministic=true"]
+    assert run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path).returncode == 0
+    killed = tmp_path / "killed"
+    process = run_train(*args, f"hydra.run.dir={killed}", cwd=tmp_path, wait=False)
+    _wait_for(killed / "checkpoint.pt", process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"] < 4
+    resumed = run_train(*args, f"hydra.run.dir={killed}", "resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resume: continuing" in resumed.stdout + resumed.stderr
+    (weights_a, metrics_a), (weights_b, metrics_b) = _final_state(tmp_path / "whole"), _final_state(killed)
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    pd.testing.assert_frame_equal(metrics_a, metrics_b)  # every epoch once, same numbers
+    assert metrics_b.epoch.tolist() == [1, 2, 3, 4]
+    assert pd.read_csv(killed / "summary.csv").status[0] == "completed"
+
+
+def test_sigterm_stops_at_a_safe_point_and_marks_interrupted(tmp_path):
+    run = tmp_path / "run"
+    process = run_train(*SMALL, "pooler=max", "trainer.epochs=50", f"hydra.run.dir={run}", cwd=tmp_path, wait=False)
+    _wait_for(run / "checkpoint.pt", process)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in output and "SIGTERM received" in output
+    summary = pd.read_csv(run / "summary.csv").iloc[0]
+    assert (summary.status, summary.error) == ("interrupted", "SIGTERM")
+    done = pd.read_csv(run / "metrics.csv").epoch.tolist()
+    assert done == list(range(1, len(done) + 1)) and summary.epochs_done == len(done)
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == len(done)
+
+
+def _compose(*overrides):
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        return compose("config", overrides=list(overrides))
+
+
+def test_nan_loss_fails_the_run_and_keeps_finished_epochs(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = torch.nn.functional.cross_entropy
+
+    def poisoned(logits, target, **kwargs):  # NaN from the 40th training loss on (epoch 2)
+        loss = real(logits, target, **kwargs)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] >= 40:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(tdgs.train.F, "cross_entropy", poisoned)
+    cfg = _compose(*SMALL, "pooler=tdgs", "trainer.epochs=3", f"paths.data_dir={tmp_path}")
+    with pytest.raises(TrainingDiverged, match=r"the loss became nan at epoch 2, step 8; stopped, keeping the 1 finished"):
+        train(cfg, tmp_path)
+    summary = pd.read_csv(tmp_path / "summary.csv").iloc[0]
+    assert summary.status == "failed" and summary.error.startswith("TrainingDiverged: the loss became nan")
+    assert pd.read_csv(tmp_path / "metrics.csv").epoch.tolist() == [1]
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one_then_to_a_clean_start(tmp_path):
+    run = tmp_path / "run"
+    args = [*SMALL, "pooler=max", f"hydra.run.dir={run}"]
+    assert run_train(*args, "trainer.epochs=2", cwd=tmp_path).returncode == 0
+    checkpoint = run / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # truncated mid-write
+    done = run_train(*args, "trainer.epochs=3", "resume=true", cwd=tmp_path)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "Traceback" not in output
+    assert "checkpoint.pt is unreadable" in output and "continuing" in output and "after epoch 1" in output
+    assert pd.read_csv(run / "metrics.csv").epoch.tolist() == [1, 2, 3]
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (run / name).write_bytes(b"not a checkpoint")
+    done = run_train(*args, "trainer.epochs=2", "resume=true", cwd=tmp_path)
+    assert done.returncode == 0 and "starting from scratch" in done.stdout + done.stderr
+    assert pd.read_csv(run / "metrics.csv").epoch.tolist() == [1, 2]
+
+
+def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run_train("-m", *SMALL, "dataset.train_size=256", "trainer.epochs=1", "pooler=tdgs", "pooler.t0=-1,1.0",
+                     f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    statuses = {p.parent.name: pd.read_csv(p).status[0] for p in sweep.rglob("summary.csv")}
+    assert sorted(statuses.values()) == ["completed", "failed"]
+    failed = next(pd.read_csv(p).iloc[0] for p in sweep.rglob("summary.csv") if pd.read_csv(p).status[0] == "failed")
+    assert "pooler.t0 must be a finite number > 0" in failed.error
