@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from .checkpoint import CHECKPOINT, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .data import Splits, load_dataset
 from .model import PoolingCNN
 from .results import CONFIG, METRICS, SUMMARY, TEMPERATURES, write_csv_atomic, write_text_atomic
 from .summaries import pooler_summary, temperature_table
-from .validate import validate
+from .validate import ConfigError, validate
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,12 @@ def stop_requests():
 
 
 def identity(cfg: DictConfig) -> dict:
-    """What must match for a checkpoint to be resumed: the data, the model and the seed."""
-    return {"dataset": cfg.dataset.name, "pooler": str(OmegaConf.to_container(cfg.pooler, resolve=True)), "seed": cfg.seed}
+    """What must match for a checkpoint to be resumed: the data (not where it lives), the pooler,
+    the optimisation and the seed; ``trainer.epochs`` may grow."""
+    dataset = {k: v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items() if k not in ("root", "source", "download")}
+    trainer = {k: cfg.trainer[k] for k in ("batch_size", "lr", "deterministic")}
+    pooler = OmegaConf.to_container(cfg.pooler, resolve=True)
+    return {"dataset": str(dataset), "pooler": str(pooler), "trainer": str(trainer), "seed": cfg.seed}
 
 
 def wants_resume(cfg: DictConfig) -> bool:
@@ -138,9 +142,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "error": "",
     }
     metrics: list[dict] = []
+    # a folder holding a run's results (or a killed run's checkpoint) is only resumed, never replaced
+    owned = not (run_dir / SUMMARY).exists() and not (run_dir / CHECKPOINT).exists()
     try:
         validate(cfg)
-        write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+        if not owned and not wants_resume(cfg):
+            raise ConfigError(f"{run_dir} already holds a run; resume=true continues it, or choose another hydra.run.dir")
         if trainer.threads:
             torch.set_num_threads(trainer.threads)
         seed_everything(cfg.seed, trainer.deterministic)
@@ -158,6 +165,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             state = load_checkpoint(run_dir, identity(cfg))
             if state is None:
                 log.info(f"resume: no usable checkpoint in {run_dir}; starting from scratch")
+            elif state["epoch"] > trainer.epochs:
+                raise ConfigError(
+                    f"trainer.epochs={trainer.epochs} but {run_dir} already finished {state['epoch']} epochs; "
+                    f"resuming needs trainer.epochs >= {state['epoch']}"
+                )
             else:
                 model.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
@@ -167,6 +179,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 first_epoch = state["epoch"] + 1
                 write_csv_atomic(run_dir / METRICS, metrics)  # exactly the finished epochs
                 log.info(f"resume: continuing {run_dir} after epoch {state['epoch']}")
+        owned = True  # from here on this invocation's outcome is the run's
+        write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
         log.info(
             f"{cfg.dataset.name} ({len(data.train_labels)} train / {len(data.test_labels)} test, "
             f"{'x'.join(map(str, data.image_shape))}), pooler {pooler['pooler']}, seed {cfg.seed}, "
@@ -252,4 +266,5 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         summary["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
         raise
     finally:
-        write_csv_atomic(run_dir / SUMMARY, [summary])
+        if owned:
+            write_csv_atomic(run_dir / SUMMARY, [summary])

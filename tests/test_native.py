@@ -217,3 +217,29 @@ def test_kernels_break_ties_as_the_reference(training):
     _compare(lambda x: mixed_pool2d(x, torch.zeros(3, dtype=torch.float64)), (x,), torch.float64)
     t = torch.full((3, 4, 4), 0.5, dtype=torch.float64)
     _compare(lambda x: tdgs_pool2d(x, t, training=False, eval_mode="argmax"), (x,), torch.float64)
+
+
+@pytest.mark.parametrize("dtype,kernel_size", [(torch.float64, 2), (torch.float32, 2), (torch.float32, 3)])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_a_nan_window_gives_nan_as_the_reference(dtype, kernel_size, training):
+    x = torch.rand(2, 3, 9, 9, dtype=dtype)
+    x[0, 1, :3, :3] = float("nan")
+    t = torch.ones(3, 1, 1, dtype=dtype)
+    out = tdgs_pool2d(x, t, kernel_size=kernel_size, stride=2, training=training)
+    with native.disabled():
+        reference = tdgs_pool2d(x, t, kernel_size=kernel_size, stride=2, training=training)
+    assert torch.equal(out.isnan(), reference.isnan()) and out.isnan().any()
+
+
+def test_kernel_paths_accept_what_the_reference_accepts():
+    """Broadcast gate parameters, a 0-dim mixing logit, a batch of 0, a float64 temperature."""
+    x = torch.rand(2, 3, 8, 8, requires_grad=True)
+    _compare(lambda x: gated_pool2d(x, torch.zeros(1, 4), torch.zeros(3)), (x,), torch.float32)
+    _compare(lambda x: mixed_pool2d(x, torch.tensor(0.3)), (x,), torch.float32)
+    empty = torch.rand(0, 3, 8, 8, requires_grad=True)
+    mask, bias = torch.zeros(3, 4, requires_grad=True), torch.zeros(3, requires_grad=True)
+    gated_pool2d(empty, mask, bias).sum().backward()
+    assert mask.grad.shape == (3, 4) and not mask.grad.any()
+    assert tdgs_pool2d(x, torch.ones((), dtype=torch.float64)).dtype == torch.float32
+    with pytest.raises(ValueError, match="s3 needs stride <= kernel_size=2, but got stride=3"):
+        s3_pool2d(x, kernel_size=2, stride=3, grid_size=6, training=False)

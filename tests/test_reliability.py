@@ -168,3 +168,21 @@ def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
     assert sorted(statuses.values()) == ["completed", "failed"]
     failed = next(pd.read_csv(p).iloc[0] for p in sweep.rglob("summary.csv") if pd.read_csv(p).status[0] == "failed")
     assert "pooler.t0 must be a finite number > 0" in failed.error
+
+
+def test_a_run_folder_is_never_overwritten_by_a_refused_start(tmp_path):
+    run = tmp_path / "run"
+    args = [*SMALL, "dataset.train_size=256", "pooler=max", f"hydra.run.dir={run}"]
+    assert run_train(*args, "trainer.epochs=2", cwd=tmp_path).returncode == 0
+    before = {name: (run / name).read_bytes() for name in ("summary.csv", "metrics.csv", "config.yaml", "checkpoint.pt")}
+    refusals = [
+        (["trainer.epochs=2"], "already holds a run; resume=true continues it"),  # a fresh start
+        (["trainer.epochs=3", "resume=true", "trainer.lr=0.1"], "was written by another configuration"),
+        (["trainer.epochs=3", "resume=true", "seed=5"], "was written by another configuration"),
+        (["trainer.epochs=1", "resume=true"], "trainer.epochs=1 but"),
+    ]
+    for overrides, message in refusals:
+        done = run_train(*args, *overrides, cwd=tmp_path)
+        output = done.stdout + done.stderr
+        assert done.returncode == 2 and message in output and "Traceback" not in output, output
+        assert {name: (run / name).read_bytes() for name in before} == before

@@ -104,7 +104,7 @@ def test_report_writes_every_table_and_figure(sweep, tmp_path):
     assert sorted(temps.layer) == [1, 2, 3]
     assert ((temps.share_below_1 + temps.share_above_1) <= 1 + 1e-9).all()
     assert len(pd.read_csv(out / "problems.csv")) == 4
-    for figure in ("training_curves.png", "accuracy_vs_t0.png", "temperatures_synthetic.png"):
+    for figure in ("training_curves.png", "accuracy_vs_t0.png", "temperatures_synthetic_2ep.png"):
         assert (out / figure).stat().st_size > 10_000
 
 

@@ -46,7 +46,8 @@ def gated_pool2d(
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
     if native.usable(x, mask, bias, kernel_size=kernel_size):
-        return GatedFunction.apply(x, mask, bias, kernel_size, stride)
+        rows = max(mask.shape[0], bias.numel())  # a shared mask or bias broadcasts, as in the reference
+        return GatedFunction.apply(x, mask.expand(rows, -1), bias.reshape(-1).expand(rows), kernel_size, stride)
     gate = gate_map(x, mask, bias, kernel_size=kernel_size, stride=stride)  # (B, C, Ho, Wo)
     top = F.max_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)
     mean = F.avg_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)
@@ -69,7 +70,7 @@ class GatedFunction(torch.autograd.Function):
     def backward(ctx, grad):
         x, mask, bias = ctx.saved_tensors
         grad_x, per_plane = native.ops().gated_backward(grad.contiguous(), x, mask, bias, *ctx.geometry)
-        per_row = per_plane.view(x.shape[0], x.shape[1], -1).sum(0)  # (C, k*k + 1)
+        per_row = per_plane.view(x.shape[0], x.shape[1], mask.shape[1] + 1).sum(0)  # (C, k*k + 1)
         if mask.shape[0] == 1:  # one mask and bias shared by all channels
             per_row = per_row.sum(0, keepdim=True)
         return grad_x, per_row[:, :-1], per_row[:, -1], None, None

@@ -27,8 +27,9 @@ def mixed_pool2d(
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
     if native.usable(x, mix_logit, kernel_size=kernel_size):  # the gated kernel with a zero mask
-        mask = mix_logit.new_zeros(mix_logit.shape[0], kernel_size * kernel_size)
-        return GatedFunction.apply(x, mask, mix_logit, kernel_size, stride)
+        logit = mix_logit.reshape(-1)  # (C,) or (1,); a 0-dim logit counts as one per layer
+        mask = logit.new_zeros(logit.shape[0], kernel_size * kernel_size)
+        return GatedFunction.apply(x, mask, logit, kernel_size, stride)
     gate = torch.sigmoid(mix_logit).view(1, -1, 1, 1)  # (1, C or 1, 1, 1)
     top = F.max_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)
     mean = F.avg_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)

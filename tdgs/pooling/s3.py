@@ -32,6 +32,16 @@ def sampled_lines(size: int, count: int, grid_size: int, per_block: int, device=
     return drawn[keep]  # (count,)
 
 
+def check_s3_geometry(kernel_size: int, stride: int, grid_size: int) -> int:
+    """S3Pool's constraints: ``grid_size`` a multiple of ``stride``, ``stride <= kernel_size``."""
+    check_positive_int("grid_size", grid_size)
+    if grid_size < stride or grid_size % stride:
+        raise ValueError(f"grid_size must be a multiple of stride={stride}, but got {grid_size}")
+    if stride > kernel_size:
+        raise ValueError(f"s3 needs stride <= kernel_size={kernel_size}, but got stride={stride}")
+    return grid_size
+
+
 def s3_pool2d(
     x: torch.Tensor,
     *,
@@ -50,6 +60,7 @@ def s3_pool2d(
 
     Shape: (B, C, H, W) -> (B, C, floor((H-k)/s)+1, floor((W-k)/s)+1).
     """
+    check_s3_geometry(kernel_size, stride, grid_size)
     height, width = x.shape[-2:]
     out_h, out_w = pooled_size(height, width, kernel_size, stride)
     fast = native.usable(x, kernel_size=kernel_size)
@@ -99,11 +110,7 @@ class S3Pool(Pool2d):
 
     def __init__(self, channels: int, *, kernel_size: int = 2, stride: int = 2, grid_size: int = 4) -> None:
         super().__init__(channels, kernel_size=kernel_size, stride=stride)
-        self.grid_size = check_positive_int("grid_size", grid_size)
-        if grid_size < stride or grid_size % stride:
-            raise ValueError(f"grid_size must be a multiple of stride={stride}, but got {grid_size}")
-        if stride > kernel_size:
-            raise ValueError(f"s3 needs stride <= kernel_size={kernel_size}, but got stride={stride}")
+        self.grid_size = check_s3_geometry(kernel_size, stride, grid_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.output_size(x)

@@ -65,6 +65,7 @@ def tdgs_pool2d(
 
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
+    temperature = temperature.to(x.dtype)  # the output keeps the input's dtype
     sampling = training or eval_mode == "sample"
     if gumbels is None and native.usable(x, temperature, kernel_size=kernel_size):
         mode = ("hard" if hard else "soft") if sampling else eval_mode

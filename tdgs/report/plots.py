@@ -18,8 +18,10 @@ POOLER_ORDER = ["max", "avg", "mixed", "gated", "stochastic", "s3", "tdgs"]
 
 
 def _default_runs(runs: Runs) -> pd.DataFrame:
+    """Runs with default options, with a ``setting`` label: runs of different lengths are not pooled."""
     s = runs.summaries
-    return s[s.apply(is_default, axis=1)] if len(s) else s
+    s = s[s.apply(is_default, axis=1)] if len(s) else s
+    return s.assign(setting=[f"{d}, {e} epochs" for d, e in zip(s.dataset, s.epochs)]) if len(s) else s
 
 
 def training_curves(runs: Runs, path: Path) -> Path | None:
@@ -28,11 +30,11 @@ def training_curves(runs: Runs, path: Path) -> Path | None:
     s = _default_runs(runs)
     if s.empty:
         return None
-    m = runs.metrics.merge(s[["folder", "dataset", "pooler"]], on="folder")
-    datasets = sorted(m.dataset.unique())
+    m = runs.metrics.merge(s[["folder", "setting", "pooler"]], on="folder")
+    datasets = sorted(m.setting.unique())
     fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 7), squeeze=False)
     for col, dataset in enumerate(datasets):
-        d = m[m.dataset == dataset]
+        d = m[m.setting == dataset]
         poolers = [p for p in POOLER_ORDER if p in set(d.pooler)] + sorted(set(d.pooler) - set(POOLER_ORDER))
         for pooler in poolers:
             for row, (metric, label) in enumerate((("train_loss", "training loss"), ("test_acc", "test accuracy (%)"))):
@@ -59,9 +61,9 @@ def accuracy_vs_t0(numbers: pd.DataFrame, path: Path) -> Path | None:
     if numbers.empty or numbers.t0.nunique() < 2:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for dataset, d in numbers.groupby("dataset"):
+    for (dataset, epochs), d in numbers.groupby(["dataset", "epochs"]):
         d = d.sort_values("t0")
-        line = ax.errorbar(d.t0, d["mean"], yerr=d["std"].fillna(0), marker="o", capsize=3, label=dataset)
+        line = ax.errorbar(d.t0, d["mean"], yerr=d["std"].fillna(0), marker="o", capsize=3, label=f"{dataset}, {epochs} epochs")
         best = d[d.best].iloc[0]
         ax.scatter([best.t0], [best["mean"]], s=120, facecolors="none", edgecolors=line[0].get_color(), zorder=3)
     ax.set_xscale("log")
@@ -84,9 +86,9 @@ def temperature_histograms(runs: Runs, folder: Path) -> list[Path]:
     t, s = runs.temperatures, _default_runs(runs)
     if t.empty or s.empty:
         return []
-    t = t.merge(s[["folder", "dataset"]], on="folder")
+    t = t.merge(s[["folder", "dataset", "epochs", "setting"]], on="folder")
     paths = []
-    for dataset, d in t.groupby("dataset"):
+    for (dataset, epochs, setting), d in t.groupby(["dataset", "epochs", "setting"]):
         layers = sorted(d.layer.unique())
         fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 3.6), squeeze=False)
         low, high = max(d.temperature.min(), 1e-3), max(d.temperature.max(), 1.01)
@@ -102,9 +104,9 @@ def temperature_histograms(runs: Runs, folder: Path) -> list[Path]:
             ax.set_title(f"pool {layer}: {below:.0f}% max-like (T < 1)", fontsize=10)
             ax.set_xlabel("learned temperature T (log scale)")
         axes[0][0].set_ylabel("count")
-        fig.suptitle(f"{dataset}: learned TDGS temperatures ({d.folder.nunique()} runs)")
+        fig.suptitle(f"{setting}: learned TDGS temperatures ({d.folder.nunique()} runs)")
         fig.tight_layout()
-        path = folder / f"temperatures_{dataset}.png"
+        path = folder / f"temperatures_{dataset}_{epochs}ep.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)

@@ -28,11 +28,17 @@ def _defaults(runs: Runs) -> pd.DataFrame:
     return s[s.apply(is_default, axis=1)] if len(s) else s
 
 
-def _compare_to_max(frame: pd.DataFrame, dataset: str, pooler: str) -> dict:
-    acc = frame.loc[(frame.dataset == dataset) & (frame.pooler == pooler), "test_acc"]
-    base = frame.loc[(frame.dataset == dataset) & (frame.pooler == "max"), "test_acc"]
+def _settings(frame: pd.DataFrame) -> list[tuple[str, int]]:
+    """(dataset, epochs) pairs: runs of different lengths are never pooled."""
+    return sorted(set(zip(frame.dataset, frame.epochs))) if len(frame) else []
+
+
+def _compare_to_max(frame: pd.DataFrame, dataset: str, epochs: int, pooler: str) -> dict:
+    same = (frame.dataset == dataset) & (frame.epochs == epochs)
+    acc = frame.loc[same & (frame.pooler == pooler), "test_acc"]
+    base = frame.loc[same & (frame.pooler == "max"), "test_acc"]
     mean, std, n = mean_std(acc)
-    row = {"dataset": dataset, "pooler": pooler, "mean": mean, "std": std, "n": n}
+    row = {"dataset": dataset, "epochs": epochs, "pooler": pooler, "mean": mean, "std": std, "n": n}
     row.update(welch(acc, base) if pooler != "max" and len(base) else {"diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan})
     return row
 
@@ -54,20 +60,20 @@ def deck_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     95% CI and p-value, and the deck's number."""
     frame = _defaults(runs)
     rows = []
-    if len(frame):
-        for dataset in sorted(frame.dataset.unique()):
-            for pooler in ("max", "tdgs"):
-                if ((frame.dataset == dataset) & (frame.pooler == pooler)).any():
-                    rows.append({**_compare_to_max(frame, dataset, pooler), "deck": DECK.get((dataset, pooler), math.nan)})
-    numbers = pd.DataFrame(rows, columns=["dataset", "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high", "p", "deck"])
+    for dataset, epochs in _settings(frame):
+        for pooler in ("max", "tdgs"):
+            if ((frame.dataset == dataset) & (frame.epochs == epochs) & (frame.pooler == pooler)).any():
+                rows.append({**_compare_to_max(frame, dataset, epochs, pooler), "deck": DECK.get((dataset, pooler), math.nan)})
+    numbers = pd.DataFrame(rows, columns=["dataset", "epochs", "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high", "p", "deck"])
     text = pd.DataFrame(
         {
             "dataset": numbers.dataset,
+            "epochs": numbers.epochs,
             "pooler": numbers.pooler,
             "test accuracy % (mean ± std (n))": [cell(r["mean"], r["std"], r["n"]) for _, r in numbers.iterrows()],
             "vs max [95% CI]": [_difference(r) for _, r in numbers.iterrows()],
             "p (Welch)": [_p(r["p"]) for _, r in numbers.iterrows()],
-            "deck": ["" if math.isnan(v) else f"{v:.2f}" for v in numbers.deck],
+            "deck (10 epochs, 1 run)": ["" if math.isnan(v) else f"{v:.2f}" for v in numbers.deck],
         }
     )
     return numbers, markdown(text)
@@ -81,15 +87,18 @@ def temperature_init_table(runs: Runs) -> tuple[pd.DataFrame, str]:
         return pd.DataFrame(columns=["dataset", "t0", "mean", "std", "n", "best"]), "(no runs)"
     tdgs = s[(s.pooler == "tdgs") & s.drop(columns="t0").apply(is_default, axis=1)]
     rows = []
-    for (dataset, t0), group in tdgs.groupby(["dataset", "t0"]):
+    for (dataset, epochs, t0), group in tdgs.groupby(["dataset", "epochs", "t0"]):
         mean, std, n = mean_std(group.test_acc)
-        rows.append({"dataset": dataset, "t0": t0, "mean": mean, "std": std, "n": n})
-    numbers = pd.DataFrame(rows, columns=["dataset", "t0", "mean", "std", "n"])
-    numbers["best"] = numbers["mean"] == numbers.groupby("dataset")["mean"].transform("max")
+        rows.append({"dataset": dataset, "epochs": epochs, "t0": t0, "mean": mean, "std": std, "n": n})
+    numbers = pd.DataFrame(rows, columns=["dataset", "epochs", "t0", "mean", "std", "n"])
+    numbers["best"] = numbers["mean"] == numbers.groupby(["dataset", "epochs"])["mean"].transform("max")
     if numbers.empty:
         return numbers, "(no runs)"
-    cells = numbers.assign(text=[cell(r["mean"], r["std"], r["n"]) + (" **best**" if r["best"] else "") for _, r in numbers.iterrows()])
-    wide = cells.pivot(index="t0", columns="dataset", values="text").reset_index()
+    cells = numbers.assign(
+        text=[cell(r["mean"], r["std"], r["n"]) + (" **best**" if r["best"] else "") for _, r in numbers.iterrows()],
+        setting=[f"{d}, {e} epochs" for d, e in zip(numbers.dataset, numbers.epochs)],
+    )
+    wide = cells.pivot(index="t0", columns="setting", values="text").reset_index()
     wide["t0"] = wide["t0"].map(lambda v: f"{v:g}")
     return numbers, markdown(wide.fillna(""))
 
@@ -98,15 +107,15 @@ def all_poolers_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     """Every pooler (default options) per dataset, with its difference to max."""
     frame = _defaults(runs)
     rows = []
-    if len(frame):
-        order = ["max", "avg", "mixed", "gated", "stochastic", "s3", "tdgs"]
-        for dataset in sorted(frame.dataset.unique()):
-            present = set(frame.loc[frame.dataset == dataset, "pooler"])
-            rows += [_compare_to_max(frame, dataset, p) for p in order + sorted(present - set(order)) if p in present]
-    numbers = pd.DataFrame(rows, columns=["dataset", "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high", "p"])
+    order = ["max", "avg", "mixed", "gated", "stochastic", "s3", "tdgs"]
+    for dataset, epochs in _settings(frame):
+        present = set(frame.loc[(frame.dataset == dataset) & (frame.epochs == epochs), "pooler"])
+        rows += [_compare_to_max(frame, dataset, epochs, p) for p in order + sorted(present - set(order)) if p in present]
+    numbers = pd.DataFrame(rows, columns=["dataset", "epochs", "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high", "p"])
     text = pd.DataFrame(
         {
             "dataset": numbers.dataset,
+            "epochs": numbers.epochs,
             "pooler": numbers.pooler,
             "test accuracy % (mean ± std (n))": [cell(r["mean"], r["std"], r["n"]) for _, r in numbers.iterrows()],
             "vs max [95% CI]": [_difference(r) for _, r in numbers.iterrows()],
@@ -120,13 +129,14 @@ def temperature_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     """Learned temperatures of TDGS runs with default options, per dataset and pool layer: median
     T, share max-like (T < 1) and uniform-like (T > 1), pooled over the runs."""
     t, s = runs.temperatures, _defaults(runs)
-    columns = ["dataset", "layer", "median_T", "share_below_1", "share_above_1", "values", "runs"]
+    columns = ["dataset", "epochs", "layer", "median_T", "share_below_1", "share_above_1", "values", "runs"]
     if t.empty or s.empty:
         return pd.DataFrame(columns=columns), "(no runs)"
-    t = t.merge(s[["folder", "dataset"]], on="folder")
+    t = t.merge(s[["folder", "dataset", "epochs"]], on="folder")
     rows = [
         {
             "dataset": dataset,
+            "epochs": epochs,
             "layer": layer,
             "median_T": g.temperature.median(),
             "share_below_1": (g.temperature < 1).mean(),
@@ -134,7 +144,7 @@ def temperature_table(runs: Runs) -> tuple[pd.DataFrame, str]:
             "values": len(g),
             "runs": g.folder.nunique(),
         }
-        for (dataset, layer), g in t.groupby(["dataset", "layer"])
+        for (dataset, epochs, layer), g in t.groupby(["dataset", "epochs", "layer"])
     ]
     numbers = pd.DataFrame(rows, columns=columns)
     text = numbers.assign(
@@ -150,8 +160,8 @@ def configurations_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     s = runs.summaries
     if s.empty:
         return pd.DataFrame(), "(no runs)"
-    varying = [o for o in OPTIONS if o in s and s[o].astype(str).nunique() > 1] + (["epochs"] if s.epochs.nunique() > 1 else [])
-    keys = ["dataset", "pooler", *varying]
+    varying = [o for o in OPTIONS if o in s and s[o].astype(str).nunique() > 1]
+    keys = ["dataset", "epochs", "pooler", *varying]
     frame = s.assign(**{k: s[k].map(lambda v: "-" if pd.isna(v) else v) for k in varying})
     rows = []
     for values, group in frame.groupby(keys, sort=True):

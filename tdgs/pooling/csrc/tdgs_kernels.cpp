@@ -89,8 +89,8 @@ inline void forward_block(Block<scalar_t, KK>& b, int64_t kk_, int64_t normalize
       z[j][l] = b.n[j][l] * b.inv_t[l];
       const bool larger = z[j][l] > top[l];
       top[l] = larger ? z[j][l] : top[l];
-      b.pick[l] = larger ? static_cast<int32_t>(j) : (j == 0 ? 0 : b.pick[l]);
-      b.out[l] = larger ? b.a[j][l] : b.out[l];
+      b.pick[l] = larger || j == 0 ? static_cast<int32_t>(j) : b.pick[l];  // j == 0: even if z is NaN
+      b.out[l] = larger || j == 0 ? b.a[j][l] : b.out[l];
     }
   if (mode == kArgmax) return;
   if (mode == kExpectation) {
@@ -373,7 +373,11 @@ void forward_kernel(const Geometry& g, const at::Tensor& x, const at::Tensor& te
       } else {
         forward_block(b, g.window(), normalize, mode, static_cast<uint64_t>(seed), static_cast<uint64_t>(first), false);
       }
-      for (int64_t l = 0; l < count; ++l) os[first + l] = b.out[l];
+      for (int64_t l = 0; l < count; ++l) {  // a NaN anywhere in the window (or T) gives NaN, as the reference
+        bool nan = b.inv_t[l] != b.inv_t[l];
+        for (int64_t j = 0; j < g.window(); ++j) nan |= b.a[j][l] != b.a[j][l];
+        os[first + l] = nan ? std::numeric_limits<scalar_t>::quiet_NaN() : b.out[l];
+      }
     });
   });
 }
