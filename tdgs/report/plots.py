@@ -21,7 +21,7 @@ def _default_runs(runs: Runs) -> pd.DataFrame:
     """Runs with default options, with a ``setting`` label: runs of different lengths are not pooled."""
     s = runs.summaries
     s = s[s.apply(is_default, axis=1)] if len(s) else s
-    return s.assign(setting=[f"{d}, {e} epochs" for d, e in zip(s.dataset, s.epochs)]) if len(s) else s
+    return s.assign(setting=[f"{d}, {e} epoch{'s' * (e != 1)}" for d, e in zip(s.dataset, s.epochs)]) if len(s) else s
 
 
 def training_curves(runs: Runs, path: Path) -> Path | None:
@@ -63,7 +63,7 @@ def accuracy_vs_t0(numbers: pd.DataFrame, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for (dataset, epochs), d in numbers.groupby(["dataset", "epochs"]):
         d = d.sort_values("t0")
-        line = ax.errorbar(d.t0, d["mean"], yerr=d["std"].fillna(0), marker="o", capsize=3, label=f"{dataset}, {epochs} epochs")
+        line = ax.errorbar(d.t0, d["mean"], yerr=d["std"].fillna(0), marker="o", capsize=3, label=f"{dataset}, {epochs} epoch{'s' * (epochs != 1)}")
         best = d[d.best].iloc[0]
         ax.scatter([best.t0], [best["mean"]], s=120, facecolors="none", edgecolors=line[0].get_color(), zorder=3)
     ax.set_xscale("log")

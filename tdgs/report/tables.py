@@ -96,7 +96,7 @@ def temperature_init_table(runs: Runs) -> tuple[pd.DataFrame, str]:
         return numbers, "(no runs)"
     cells = numbers.assign(
         text=[cell(r["mean"], r["std"], r["n"]) + (" **best**" if r["best"] else "") for _, r in numbers.iterrows()],
-        setting=[f"{d}, {e} epochs" for d, e in zip(numbers.dataset, numbers.epochs)],
+        setting=[f"{d}, {e} epoch{'s' * (e != 1)}" for d, e in zip(numbers.dataset, numbers.epochs)],
     )
     wide = cells.pivot(index="t0", columns="setting", values="text").reset_index()
     wide["t0"] = wide["t0"].map(lambda v: f"{v:g}")
