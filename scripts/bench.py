@@ -36,6 +36,7 @@ from torch import nn
 from tdgs.model import PoolingCNN
 from tdgs.pooling import POOLERS, create_pooler, native
 from tdgs.pooling.windows import pooled_size
+from tdgs.report.tables import markdown
 from tdgs.train import batches
 
 POOL_SHAPES = [(16, 32, 32), (32, 16, 16), (64, 8, 8)]  # (C, H, W) at the deck's CIFAR CNN's pools
@@ -301,19 +302,11 @@ def bench_memory(args, device) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def markdown(frame: pd.DataFrame) -> str:
-    """A DataFrame as a Markdown table, its index as the first column."""
-    header = [frame.index.name or "", *map(str, frame.columns)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join([str(i), *map(str, row)]) + " |" for i, row in zip(frame.index, frame.values)]
-    return "\n".join(lines)
-
-
 def wide(table: pd.DataFrame, index: str, columns: str, cell) -> pd.DataFrame:
     """Pivot ``table`` keeping the order of first appearance, formatting each row with ``cell``."""
     table = table.assign(cell=table.apply(cell, axis=1))
     out = table.pivot(index=index, columns=columns, values="cell")
-    return out.loc[list(dict.fromkeys(table[index])), list(dict.fromkeys(table[columns]))]
+    return out.loc[list(dict.fromkeys(table[index])), list(dict.fromkeys(table[columns]))].reset_index()
 
 
 def main() -> None:
@@ -362,7 +355,7 @@ def main() -> None:
     epoch = bench_epoch(args, device)
     epoch.to_csv(args.out / f"epoch_{tag}.csv", index=False)
     print(f"## Epoch throughput, MNIST geometry ({args.epoch_steps} batches)\n")
-    print(markdown(epoch.set_index("pipeline").round(3)) + "\n")
+    print(markdown(epoch.round(3)) + "\n")
 
     if device.type == "cuda" or Path("/proc/self/clear_refs").exists():
         memory = bench_memory(args, device)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import random
 import signal
@@ -199,14 +200,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                     disable=not show_progress,
                     leave=False,
                 )
-                for step, (x, y) in enumerate(steps, 1):
+                for x, y in steps:
                     logits = model(x)
                     loss = F.cross_entropy(logits, y)
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"the loss became {loss.item()} at epoch {epoch}, step {step}; stopped, keeping the "
-                            f"{epoch - 1} finished epoch(s) (try a smaller trainer.lr)"
-                        )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -216,6 +212,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                     if stop:
                         raise Interrupted(stop[0])
                 train_loss, train_acc = loss_sum.item() / seen, 100.0 * correct.item() / seen
+                if not math.isfinite(train_loss):  # checked once per epoch: no device sync per step
+                    raise TrainingDiverged(
+                        f"the training loss became {train_loss} in epoch {epoch}; stopped, keeping the "
+                        f"{epoch - 1} finished epoch(s) (try a smaller trainer.lr)"
+                    )
                 test_loss, test_acc = evaluate(model, data.test_images, data.test_labels, trainer.eval_batch_size)
                 seconds = time.perf_counter() - start
                 metrics.append(

@@ -11,17 +11,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .pooling import create_pooler
+from .pooling.checks import check_positive_float, check_positive_int
 
 
 class ConfigError(ValueError):
     """A user's mistake in the configuration (reported in one line, without a traceback)."""
 
 
-def _positive_int(key: str, value, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key} must be an integer >= 1{' or null' if allow_none else ''}, but got {value!r}")
+def _check(check, key: str, value) -> None:
+    """Run one of the poolers' argument checks on a config value, as a ConfigError naming ``key``."""
+    try:
+        check(key, value)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_pooler(pooler: DictConfig) -> None:
@@ -38,11 +40,10 @@ def check_pooler(pooler: DictConfig) -> None:
 
 def check_trainer(trainer: DictConfig) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "probe_size"):
-        _positive_int(f"trainer.{key}", trainer[key])
-    _positive_int("trainer.threads", trainer.threads, allow_none=True)
-    lr = trainer.lr
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or lr == float("inf"):
-        raise ConfigError(f"trainer.lr must be a finite number > 0, but got {lr!r}")
+        _check(check_positive_int, f"trainer.{key}", trainer[key])
+    if trainer.threads is not None:
+        _check(check_positive_int, "trainer.threads", trainer.threads)
+    _check(check_positive_float, "trainer.lr", trainer.lr)
 
 
 def check_device(device: str) -> None:
@@ -68,8 +69,8 @@ def check_dataset(dataset: DictConfig) -> None:
     if dataset.name == "synthetic":
         if dataset.geometry not in ("mnist", "cifar"):
             raise ConfigError(f"dataset.geometry must be one of 'mnist', 'cifar', but got {dataset.geometry!r}")
-        _positive_int("dataset.train_size", dataset.train_size)
-        _positive_int("dataset.test_size", dataset.test_size)
+        _check(check_positive_int, "dataset.train_size", dataset.train_size)
+        _check(check_positive_int, "dataset.test_size", dataset.test_size)
 
 
 def validate(cfg: DictConfig) -> None:

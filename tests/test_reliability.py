@@ -39,8 +39,8 @@ BAD_INPUTS = [
     (["pooler.eval_mode=mean"], "pooler.eval_mode must be one of 'expectation', 'sample', 'argmax', but got 'mean'"),
     (["pooler.rectifier=tanh"], "pooler.rectifier must be one of 'relu', 'softplus', but got 'tanh'"),
     (["pooler=s3", "pooler.grid_size=1"], "pooler.grid_size must be a multiple of stride=2, but got 1"),
-    (["trainer.epochs=0"], "trainer.epochs must be an integer >= 1, but got 0"),
-    (["trainer.batch_size=-5"], "trainer.batch_size must be an integer >= 1, but got -5"),
+    (["trainer.epochs=0"], "trainer.epochs must be a positive integer, but got 0"),
+    (["trainer.batch_size=-5"], "trainer.batch_size must be a positive integer, but got -5"),
     (["trainer.lr=0"], "trainer.lr must be a finite number > 0, but got 0.0"),
     (["device=gpu"], "device must be auto, cpu, cuda or cuda:N, but got 'gpu'"),
     (["dataset=fashion_mnist", "dataset.source=/no/such/folder"], "dataset.source must be a readable folder of IDX files, but '/no/such/folder' is not"),
@@ -133,10 +133,10 @@ def test_nan_loss_fails_the_run_and_keeps_finished_epochs(tmp_path, monkeypatch)
 
     monkeypatch.setattr(tdgs.train.F, "cross_entropy", poisoned)
     cfg = _compose(*SMALL, "pooler=tdgs", "trainer.epochs=3", f"paths.data_dir={tmp_path}")
-    with pytest.raises(TrainingDiverged, match=r"the loss became nan at epoch 2, step 8; stopped, keeping the 1 finished"):
+    with pytest.raises(TrainingDiverged, match=r"the training loss became nan in epoch 2; stopped, keeping the 1 finished"):
         train(cfg, tmp_path)
     summary = pd.read_csv(tmp_path / "summary.csv").iloc[0]
-    assert summary.status == "failed" and summary.error.startswith("TrainingDiverged: the loss became nan")
+    assert summary.status == "failed" and summary.error.startswith("TrainingDiverged: the training loss became nan")
     assert pd.read_csv(tmp_path / "metrics.csv").epoch.tolist() == [1]
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
 

@@ -2,7 +2,7 @@
 
 The kernels are C++ (one pass per window, SIMD over windows, no unfold copies), compiled for this
 machine with :func:`torch.utils.cpp_extension.load` the first time a pooler runs on the CPU (about
-15 s, cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``). Each pooler
+11 s here, cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``). Each pooler
 function uses them for float32/float64 CPU tensors and otherwise (CUDA, other dtypes, inside
 ``torch.compile``, explicit Gumbel noise, no C++ compiler) runs its pure-PyTorch reference code,
 which defines the results: tests check that both agree given the same noise.
@@ -52,7 +52,7 @@ def _load() -> bool:
     from torch.utils import cpp_extension
 
     name = f"tdgs_pooling_{_machine_tag()}"
-    log.info("loading the TDGS CPU pooling kernels (compiled on first use, about 15 s)")
+    log.info("loading the TDGS CPU pooling kernels (compiled on first use, about 10-20 s)")
     saved_path = os.environ.get("PATH", "")
     try:
         # the ninja that pip installed beside this interpreter, even when the venv is not activated

@@ -100,3 +100,13 @@ def is_default(row: pd.Series) -> bool:
         elif str(value) != str(default):
             return False
     return True
+
+
+def default_runs(runs: Runs) -> pd.DataFrame:
+    """The completed runs that used their pooler's default options, with a ``setting`` label
+    ("mnist, 10 epochs"): runs of different lengths are never pooled."""
+    s = runs.summaries
+    if s.empty:
+        return s
+    s = s[s.apply(is_default, axis=1)]
+    return s.assign(setting=[f"{d}, {e} epoch{'s' * (e != 1)}" for d, e in zip(s.dataset, s.epochs)])

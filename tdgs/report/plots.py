@@ -12,22 +12,16 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .collect import Runs, is_default  # noqa: E402
+from ..pooling import POOLERS  # noqa: E402
+from .collect import Runs, default_runs  # noqa: E402
 
-POOLER_ORDER = ["max", "avg", "mixed", "gated", "stochastic", "s3", "tdgs"]
-
-
-def _default_runs(runs: Runs) -> pd.DataFrame:
-    """Runs with default options, with a ``setting`` label: runs of different lengths are not pooled."""
-    s = runs.summaries
-    s = s[s.apply(is_default, axis=1)] if len(s) else s
-    return s.assign(setting=[f"{d}, {e} epoch{'s' * (e != 1)}" for d, e in zip(s.dataset, s.epochs)]) if len(s) else s
+POOLER_ORDER = list(POOLERS)  # max, avg, mixed, gated, stochastic, s3, tdgs
 
 
 def training_curves(runs: Runs, path: Path) -> Path | None:
     """Per dataset: training loss and test accuracy per epoch, mean over seeds with a min-max band,
     one line per pooler (default options)."""
-    s = _default_runs(runs)
+    s = default_runs(runs)
     if s.empty:
         return None
     m = runs.metrics.merge(s[["folder", "setting", "pooler"]], on="folder")
@@ -83,7 +77,7 @@ def accuracy_vs_t0(numbers: pd.DataFrame, path: Path) -> Path | None:
 def temperature_histograms(runs: Runs, folder: Path) -> list[Path]:
     """Per dataset: histograms of the learned temperatures of each pool layer (TDGS, default
     options), log-spaced bins, T = 1 marked."""
-    t, s = runs.temperatures, _default_runs(runs)
+    t, s = runs.temperatures, default_runs(runs)
     if t.empty or s.empty:
         return []
     t = t.merge(s[["folder", "dataset", "epochs", "setting"]], on="folder")

@@ -6,7 +6,8 @@ import math
 
 import pandas as pd
 
-from .collect import OPTIONS, Runs, is_default
+from ..pooling import POOLERS
+from .collect import OPTIONS, Runs, default_runs, is_default
 from .stats import cell, mean_std, welch
 
 # The deck's single runs (10 epochs, t0 = 1), SPEC.md section 5.
@@ -21,11 +22,6 @@ def markdown(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(text(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
-
-
-def _defaults(runs: Runs) -> pd.DataFrame:
-    s = runs.summaries
-    return s[s.apply(is_default, axis=1)] if len(s) else s
 
 
 def _settings(frame: pd.DataFrame) -> list[tuple[str, int]]:
@@ -55,16 +51,20 @@ def _p(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.3g}"
 
 
-def deck_table(runs: Runs) -> tuple[pd.DataFrame, str]:
-    """Per dataset, max and TDGS (default options): test accuracy, difference to max with Welch's
-    95% CI and p-value, and the deck's number."""
-    frame = _defaults(runs)
+COMPARISON = ["dataset", "epochs", "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high", "p"]
+POOLER_ORDER = list(POOLERS)  # max, avg, mixed, gated, stochastic, s3, tdgs
+
+
+def _comparison(runs: Runs, poolers: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (dataset, epochs), each pooler (default options; all of them, or ``poolers``) with its
+    difference to max: the numbers, and the same as text columns."""
+    frame = default_runs(runs)
     rows = []
     for dataset, epochs in _settings(frame):
-        for pooler in ("max", "tdgs"):
-            if ((frame.dataset == dataset) & (frame.epochs == epochs) & (frame.pooler == pooler)).any():
-                rows.append({**_compare_to_max(frame, dataset, epochs, pooler), "deck": DECK.get((dataset, pooler), math.nan)})
-    numbers = pd.DataFrame(rows, columns=["dataset", "epochs", "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high", "p", "deck"])
+        present = set(frame.loc[(frame.dataset == dataset) & (frame.epochs == epochs), "pooler"])
+        wanted = poolers or POOLER_ORDER + sorted(present - set(POOLER_ORDER))
+        rows += [_compare_to_max(frame, dataset, epochs, p) for p in wanted if p in present]
+    numbers = pd.DataFrame(rows, columns=COMPARISON)
     text = pd.DataFrame(
         {
             "dataset": numbers.dataset,
@@ -73,9 +73,17 @@ def deck_table(runs: Runs) -> tuple[pd.DataFrame, str]:
             "test accuracy % (mean ± std (n))": [cell(r["mean"], r["std"], r["n"]) for _, r in numbers.iterrows()],
             "vs max [95% CI]": [_difference(r) for _, r in numbers.iterrows()],
             "p (Welch)": [_p(r["p"]) for _, r in numbers.iterrows()],
-            "deck (10 epochs, 1 run)": ["" if math.isnan(v) else f"{v:.2f}" for v in numbers.deck],
         }
     )
+    return numbers, text
+
+
+def deck_table(runs: Runs) -> tuple[pd.DataFrame, str]:
+    """Per dataset, max and TDGS (default options): test accuracy, difference to max with Welch's
+    95% CI and p-value, and the deck's number."""
+    numbers, text = _comparison(runs, ["max", "tdgs"])
+    numbers["deck"] = [DECK.get(key, math.nan) for key in zip(numbers.dataset, numbers.pooler)]
+    text["deck (10 epochs, 1 run)"] = ["" if math.isnan(v) else f"{v:.2f}" for v in numbers.deck]
     return numbers, markdown(text)
 
 
@@ -105,30 +113,14 @@ def temperature_init_table(runs: Runs) -> tuple[pd.DataFrame, str]:
 
 def all_poolers_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     """Every pooler (default options) per dataset, with its difference to max."""
-    frame = _defaults(runs)
-    rows = []
-    order = ["max", "avg", "mixed", "gated", "stochastic", "s3", "tdgs"]
-    for dataset, epochs in _settings(frame):
-        present = set(frame.loc[(frame.dataset == dataset) & (frame.epochs == epochs), "pooler"])
-        rows += [_compare_to_max(frame, dataset, epochs, p) for p in order + sorted(present - set(order)) if p in present]
-    numbers = pd.DataFrame(rows, columns=["dataset", "epochs", "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high", "p"])
-    text = pd.DataFrame(
-        {
-            "dataset": numbers.dataset,
-            "epochs": numbers.epochs,
-            "pooler": numbers.pooler,
-            "test accuracy % (mean ± std (n))": [cell(r["mean"], r["std"], r["n"]) for _, r in numbers.iterrows()],
-            "vs max [95% CI]": [_difference(r) for _, r in numbers.iterrows()],
-            "p (Welch)": [_p(r["p"]) for _, r in numbers.iterrows()],
-        }
-    )
+    numbers, text = _comparison(runs)
     return numbers, markdown(text)
 
 
 def temperature_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     """Learned temperatures of TDGS runs with default options, per dataset and pool layer: median
     T, share max-like (T < 1) and uniform-like (T > 1), pooled over the runs."""
-    t, s = runs.temperatures, _defaults(runs)
+    t, s = runs.temperatures, default_runs(runs)
     columns = ["dataset", "epochs", "layer", "median_T", "share_below_1", "share_above_1", "values", "runs"]
     if t.empty or s.empty:
         return pd.DataFrame(columns=columns), "(no runs)"

@@ -11,6 +11,26 @@ TDGS_INLINE scalar_t sigmoid(scalar_t v) {
   return scalar_t(1) / (scalar_t(1) + vexp(-v));
 }
 
+// One window of gated pooling: its maximum (and where), mean and gate logit mask . a + bias.
+template <typename scalar_t>
+struct GatedWindow {
+  scalar_t top, mean, logit;
+  int64_t arg;
+
+  TDGS_INLINE GatedWindow(const scalar_t* corner, const int64_t* offsets, int64_t kk, const scalar_t* mask,
+                          scalar_t bias)
+      : top(corner[0]), mean(0), logit(bias), arg(0) {
+    for (int64_t j = 0; j < kk; ++j) {
+      const scalar_t a = corner[offsets[j]];
+      arg = a > top ? j : arg;
+      top = a > top ? a : top;
+      mean += a;
+      logit += mask[j] * a;
+    }
+    mean /= static_cast<scalar_t>(kk);
+  }
+};
+
 // Gated pooling: out = mean + gate * (max - mean), gate = sigmoid(mask . a + bias) per window; the
 // mask is (C or 1, k*k), the bias (C or 1). Mixed pooling is the case mask = 0, bias = its logit.
 at::Tensor gated_forward(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& bias,
@@ -34,16 +54,8 @@ at::Tensor gated_forward(const at::Tensor& x, const at::Tensor& mask, const at::
         for (int64_t l = 0; l < count; ++l) {
           const int64_t c = shared ? 0 : lanes.channel[l];
           const scalar_t* w = ms + c * kk;
-          const scalar_t* corner = xs + lanes.corner[l];
-          scalar_t top = corner[0], sum = 0, logit = bs[c];
-          for (int64_t j = 0; j < kk; ++j) {
-            const scalar_t a = corner[offsets[j]];
-            top = a > top ? a : top;
-            sum += a;
-            logit += w[j] * a;
-          }
-          const scalar_t mean = sum / static_cast<scalar_t>(kk);
-          os[first + l] = mean + sigmoid(logit) * (top - mean);
+          const GatedWindow<scalar_t> win(xs + lanes.corner[l], offsets, kk, w, bs[c]);
+          os[first + l] = win.mean + sigmoid(win.logit) * (win.top - win.mean);
         }
       });
     });
@@ -80,20 +92,13 @@ std::tuple<at::Tensor, at::Tensor> gated_backward(const at::Tensor& grad, const 
         for_each_block(g, plane, plane + 1, [&](int64_t first, int64_t count, const Lanes& lanes) {
           for (int64_t l = 0; l < count; ++l) {
             const scalar_t* corner = xs + lanes.corner[l];
-            scalar_t top = corner[0], sum = 0, logit = bs[c];
-            int64_t arg = 0;
-            for (int64_t j = 0; j < kk; ++j) {
-              const scalar_t a = corner[offsets[j]];
-              if (a > top) top = a, arg = j;
-              sum += a;
-              logit += w[j] * a;
-            }
-            const scalar_t mean = sum * inv_kk, gate = sigmoid(logit), go = gs[first + l];
-            const scalar_t g_logit = go * (top - mean) * gate * (scalar_t(1) - gate);
+            const GatedWindow<scalar_t> win(corner, offsets, kk, w, bs[c]);
+            const scalar_t gate = sigmoid(win.logit), go = gs[first + l];
+            const scalar_t g_logit = go * (win.top - win.mean) * gate * (scalar_t(1) - gate);
             const scalar_t g_mean = go * (scalar_t(1) - gate) * inv_kk;
             scalar_t* gx = gxs + lanes.corner[l];
             for (int64_t j = 0; j < kk; ++j) {
-              const scalar_t d = g_mean + g_logit * w[j] + (j == arg ? go * gate : scalar_t(0));
+              const scalar_t d = g_mean + g_logit * w[j] + (j == win.arg ? go * gate : scalar_t(0));
               if (tiles)
                 gx[offsets[j]] = d;
               else
@@ -126,16 +131,35 @@ inline int64_t stochastic_pick(const scalar_t* corner, const int64_t* offsets, i
   return std::min(index, kk - 1);
 }
 
+// Stochastic pooling's evaluation sums over a window, scaled by 1 / max(a) so that they cannot
+// overflow: total = sum(p), weighted = sum(p * a), p = max(a, 0) * inv_peak (all 0 for a zero window).
+template <typename scalar_t>
+struct WeightedWindow {
+  scalar_t inv_peak, total, weighted;
+
+  TDGS_INLINE WeightedWindow(const scalar_t* corner, const int64_t* offsets, int64_t kk)
+      : inv_peak(0), total(0), weighted(0) {
+    scalar_t peak = 0;
+    for (int64_t j = 0; j < kk; ++j) peak = std::max(peak, corner[offsets[j]]);
+    if (!(peak > 0)) return;
+    inv_peak = scalar_t(1) / std::max(peak, std::numeric_limits<scalar_t>::min());  // as the reference's clamp
+    for (int64_t j = 0; j < kk; ++j) {
+      const scalar_t a = corner[offsets[j]], p = std::max(a, scalar_t(0)) * inv_peak;
+      total += p;
+      weighted += p * a;
+    }
+  }
+};
+
 // Stochastic pooling. training: a_i with probability max(a_i, 0) / sum(max(a, 0)) (one uniform per
 // window: uniform 0 of the window's Philox stream `seed`); eval: sum(p * a), p = max(a, 0) / sum.
-// In training `picks` receives the chosen input offset (-1 for a zero window) for the backward pass.
+// The backward pass draws the same uniforms again.
 at::Tensor stochastic_forward(const at::Tensor& x, int64_t seed, int64_t kernel_size, int64_t stride,
                               bool training) {
   const Geometry g(x, kernel_size, stride);
   const int64_t kk = g.window();
   at::Tensor out = at::empty(g.output_sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stochastic_forward", [&] {
-    const scalar_t tiny = std::numeric_limits<scalar_t>::min();  // as the reference's clamp
     const scalar_t* xs = x.const_data_ptr<scalar_t>();
     scalar_t* os = out.mutable_data_ptr<scalar_t>();
     int64_t offsets[kMaxWindow];
@@ -151,16 +175,8 @@ at::Tensor stochastic_forward(const at::Tensor& x, int64_t seed, int64_t kernel_
             os[first + l] = pick < 0 ? scalar_t(0) : corner[offsets[pick]];
             continue;
           }
-          scalar_t peak = 0;
-          for (int64_t j = 0; j < kk; ++j) peak = std::max(peak, corner[offsets[j]]);
-          const scalar_t inv_peak = peak > 0 ? scalar_t(1) / std::max(peak, tiny) : scalar_t(0);  // overflow-safe sums
-          scalar_t total = 0, weighted = 0;
-          for (int64_t j = 0; j < kk; ++j) {
-            const scalar_t a = corner[offsets[j]], p = std::max(a, scalar_t(0)) * inv_peak;
-            total += p;
-            weighted += p * a;
-          }
-          os[first + l] = total > 0 ? weighted / total : scalar_t(0);
+          const WeightedWindow<scalar_t> win(corner, offsets, kk);
+          os[first + l] = win.total > 0 ? win.weighted / win.total : scalar_t(0);
         }
       });
     });
@@ -175,7 +191,6 @@ at::Tensor stochastic_backward(const at::Tensor& grad, const at::Tensor& x, int6
   TORCH_CHECK(grad.is_contiguous() && grad.sizes() == at::IntArrayRef(g.output_sizes()), "stochastic_backward: bad grad");
   at::Tensor grad_x = at::zeros_like(x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "stochastic_backward", [&] {
-    const scalar_t tiny = std::numeric_limits<scalar_t>::min();
     const scalar_t* xs = x.const_data_ptr<scalar_t>();
     const scalar_t* gs = grad.const_data_ptr<scalar_t>();
     scalar_t* gxs = grad_x.mutable_data_ptr<scalar_t>();
@@ -196,20 +211,12 @@ at::Tensor stochastic_backward(const at::Tensor& grad, const at::Tensor& x, int6
           }
           // out = sum(w * a) / sum(w), w = max(a, 0): d/da_j = p_j + [a_j >= 0] (a_j - out) / sum(w)
           // ([a_j >= 0]: torch's clamp passes the gradient at 0)
-          scalar_t peak = 0;
-          for (int64_t j = 0; j < kk; ++j) peak = std::max(peak, corner[offsets[j]]);
-          if (!(peak > 0)) continue;  // a window that sums to 0 outputs 0 whatever a is
-          const scalar_t inv_peak = scalar_t(1) / std::max(peak, tiny);
-          scalar_t total = 0, weighted = 0;
+          const WeightedWindow<scalar_t> win(corner, offsets, kk);
+          if (!(win.total > 0)) continue;  // a window that sums to 0 outputs 0 whatever a is
+          const scalar_t out = win.weighted / win.total, inv_total = scalar_t(1) / win.total;
           for (int64_t j = 0; j < kk; ++j) {
-            const scalar_t a = corner[offsets[j]], p = std::max(a, scalar_t(0)) * inv_peak;
-            total += p;
-            weighted += p * a;
-          }
-          const scalar_t out = weighted / total, inv_total = scalar_t(1) / total;
-          for (int64_t j = 0; j < kk; ++j) {
-            const scalar_t a = corner[offsets[j]], p = std::max(a, scalar_t(0)) * inv_peak * inv_total;
-            gx[offsets[j]] += go * (p + (a >= 0 ? (a - out) * inv_total * inv_peak : scalar_t(0)));
+            const scalar_t a = corner[offsets[j]], p = std::max(a, scalar_t(0)) * win.inv_peak * inv_total;
+            gx[offsets[j]] += go * (p + (a >= 0 ? (a - out) * inv_total * win.inv_peak : scalar_t(0)));
           }
         }
       });

@@ -312,12 +312,7 @@ LanesFn lanes_2x2_for(int64_t normalize, int64_t mode) {
   return table[normalize][mode];
 }
 
-struct Args {
-  Geometry g;
-  int64_t normalize, mode;
-};
-
-Args check_args(const at::Tensor& x, const at::Tensor& temperature, int64_t kernel_size, int64_t stride,
+Geometry check_args(const at::Tensor& x, const at::Tensor& temperature, int64_t kernel_size, int64_t stride,
                 int64_t normalize, int64_t mode) {
   const Geometry g(x, kernel_size, stride);
   TORCH_CHECK(temperature.dim() == 3 && temperature.size(0) == g.channels &&
@@ -326,7 +321,7 @@ Args check_args(const at::Tensor& x, const at::Tensor& temperature, int64_t kern
   TORCH_CHECK(temperature.scalar_type() == x.scalar_type(), "tdgs kernels: dtype mismatch");
   TORCH_CHECK(normalize >= kNone && normalize <= kMax, "tdgs kernels: bad normalize ", normalize);
   TORCH_CHECK(mode >= kHard && mode <= kArgmax, "tdgs kernels: bad mode ", mode);
-  return {g, normalize, mode};
+  return g;
 }
 
 // Offsets into the temperature of every (c, oh, ow) cell.
@@ -384,8 +379,7 @@ void forward_kernel(const Geometry& g, const at::Tensor& x, const at::Tensor& te
 
 at::Tensor tdgs_forward(const at::Tensor& x, const at::Tensor& temperature, int64_t seed,
                         int64_t kernel_size, int64_t stride, int64_t normalize, int64_t mode) {
-  const Args args = check_args(x, temperature, kernel_size, stride, normalize, mode);
-  const Geometry& g = args.g;
+  const Geometry g = check_args(x, temperature, kernel_size, stride, normalize, mode);
   at::Tensor out = at::empty(g.output_sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tdgs_forward", [&] {
     if (g.window() == 4)
@@ -439,8 +433,7 @@ std::tuple<at::Tensor, at::Tensor> tdgs_backward(const at::Tensor& grad, const a
                                                  const at::Tensor& temperature, int64_t seed,
                                                  int64_t kernel_size, int64_t stride, int64_t normalize,
                                                  int64_t mode) {
-  const Args args = check_args(x, temperature, kernel_size, stride, normalize, mode);
-  const Geometry& g = args.g;
+  const Geometry g = check_args(x, temperature, kernel_size, stride, normalize, mode);
   TORCH_CHECK(grad.is_contiguous() && grad.sizes() == at::IntArrayRef(g.output_sizes()) &&
                   grad.scalar_type() == x.scalar_type(),
               "tdgs_backward: grad must be a contiguous (B, C, Ho, Wo) tensor of the input's dtype");
