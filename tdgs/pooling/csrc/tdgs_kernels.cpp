@@ -368,11 +368,15 @@ void forward_kernel(const Geometry& g, const at::Tensor& x, const at::Tensor& te
       } else {
         forward_block(b, g.window(), normalize, mode, static_cast<uint64_t>(seed), static_cast<uint64_t>(first), false);
       }
-      for (int64_t l = 0; l < count; ++l) {  // a NaN anywhere in the window (or T) gives NaN, as the reference
-        bool nan = b.inv_t[l] != b.inv_t[l];
-        for (int64_t j = 0; j < g.window(); ++j) nan |= b.a[j][l] != b.a[j][l];
-        os[first + l] = nan ? std::numeric_limits<scalar_t>::quiet_NaN() : b.out[l];
-      }
+      // a NaN anywhere in the window (or T) gives NaN, as in the reference
+      const int64_t kk = KK > 0 ? KK : g.window();
+      for (int64_t j = 0; j < kk; ++j)
+#pragma omp simd
+        for (int64_t l = 0; l < kLanes; ++l) b.inv_t[l] += b.a[j][l] - b.a[j][l];  // NaN if a is NaN (or infinite)
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l)
+        b.out[l] = b.inv_t[l] != b.inv_t[l] ? std::numeric_limits<scalar_t>::quiet_NaN() : b.out[l];
+      for (int64_t l = 0; l < count; ++l) os[first + l] = b.out[l];
     });
   });
 }
