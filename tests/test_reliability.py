@@ -186,3 +186,13 @@ def test_a_run_folder_is_never_overwritten_by_a_refused_start(tmp_path):
         output = done.stdout + done.stderr
         assert done.returncode == 2 and message in output and "Traceback" not in output, output
         assert {name: (run / name).read_bytes() for name in before} == before
+
+
+def test_a_requeued_slurm_job_resumes_by_itself(tmp_path):
+    run = tmp_path / "run"
+    args = [*SMALL, "dataset.train_size=256", "pooler=max", f"hydra.run.dir={run}"]
+    assert run_train(*args, "trainer.epochs=1", cwd=tmp_path).returncode == 0
+    env = {**os.environ, "TDGS_DATA_DIR": str(tmp_path / "data"), "SLURM_RESTART_COUNT": "1"}
+    done = subprocess.run([TRAIN, *args, "trainer.epochs=2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "resume: continuing" in done.stdout + done.stderr
+    assert pd.read_csv(run / "metrics.csv").epoch.tolist() == [1, 2]
