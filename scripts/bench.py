@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tdgs.model import PoolingCNN
-from tdgs.pooling import POOLERS, create_pooler, native
+from tdgs.pooling import POOLERS, backend, create_pooler
 from tdgs.pooling.windows import pooled_size
 from tdgs.report.tables import markdown
 from tdgs.train import batches
@@ -82,7 +82,7 @@ class Reference(nn.Module):
         self.module = module
 
     def forward(self, x):
-        with native.disabled():
+        with backend.use("reference"):
             return self.module(x)
 
 
@@ -332,11 +332,11 @@ def main() -> None:
     if args.quick:
         args.reps, args.inner, args.step_inner, args.epoch_steps = 2, 1, 1, 10
     torch.manual_seed(0)
-    native.available()  # build the kernels before any timing
+    kernels = backend.kernels_for(torch.empty(1, 1, 2, 2, device=device))  # builds the C++ kernels before any timing
     started = time.perf_counter()
     print(
         f"# {device}, {torch.get_num_threads()} threads, torch {torch.__version__}, batch {args.batch}, "
-        f"compiled kernels: {'yes' if native.available() else 'no'}\n"
+        f"kernels: {kernels or 'none (reference code)'}\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)
     tag = device.type

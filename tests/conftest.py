@@ -1,18 +1,50 @@
-"""Shared helpers for the pooler tests."""
+"""Shared helpers for the pooler tests.
+
+The Triton kernels run on CUDA tensors where a GPU is present; elsewhere on CPU tensors in Triton's
+interpreter (set here, before any kernel is defined), so that CI checks them too.
+"""
+
+import os
 
 import pytest
 import torch
 
-from tdgs.pooling import POOLERS, native
-from tdgs.pooling.tdgs import gumbel_noise, kernel_gumbels
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from tdgs.pooling import POOLERS, backend  # noqa: E402
+from tdgs.pooling.tdgs import gumbel_noise, kernel_gumbels  # noqa: E402
 
 ALL_POOLERS = list(POOLERS)
 RANDOM_POOLERS = ["stochastic", "s3", "tdgs"]
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the Triton kernels run here
+
+
+def kernel_backends() -> list[str]:
+    """The kernel backends this machine runs: cpp (CPU kernels) and triton, where they load."""
+    found = []
+    with backend.use("auto"):
+        if backend.kernels_for(torch.empty(1, 1, 2, 2)) is not None:
+            found.append("cpp")
+    with backend.use("triton"):
+        if backend.kernels_for(torch.empty(1, 1, 2, 2, device=TRITON_DEVICE)) is not None:
+            found.append("triton")
+    return found
+
+
+KERNEL_BACKENDS = kernel_backends()
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=KERNEL_BACKENDS)
+def kernels(request):
+    """Run the test with each kernel backend; yields the device whose tensors that backend runs."""
+    with backend.use(request.param):
+        yield TRITON_DEVICE if request.param == "triton" else "cpu"
 
 
 def run_seeded(module, x, seed=0):
@@ -21,9 +53,10 @@ def run_seeded(module, x, seed=0):
     return module(x)
 
 
-def drawn_gumbels(seed, shape, dtype=torch.float32):
-    """The Gumbel noise a TDGS pooler on the CPU draws right after ``torch.manual_seed(seed)``."""
+def drawn_gumbels(seed, shape, dtype=torch.float32, device="cpu"):
+    """The Gumbel noise a TDGS pooler draws right after ``torch.manual_seed(seed)``."""
     torch.manual_seed(seed)
-    if native.available():
-        return kernel_gumbels(native.draw_seed(), shape, dtype)
-    return gumbel_noise(shape, dtype=dtype)
+    probe = torch.empty((1, 1, 1, 1), dtype=dtype, device=device)
+    if backend.kernels_for(probe) is not None:
+        return kernel_gumbels(backend.draw_seed(device), shape, dtype)
+    return gumbel_noise(shape, dtype=dtype, device=device)

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import chisquare
 
-from tdgs.pooling import create_pooler, s3_pool2d
-from tdgs.pooling.s3 import sampled_lines
+from conftest import KERNEL_BACKENDS, TRITON_DEVICE
+from tdgs.pooling import backend, create_pooler, s3_pool2d
+from tdgs.pooling.s3 import kernel_lines, sampled_lines
 
 P_MIN = 0.01  # a seeded statistical test fails below this p-value
 
@@ -67,23 +68,23 @@ def test_gated_layer_shares_one_mask():
 
 # ----- stochastic (Zeiler & Fergus 2013) -----
 
-def test_stochastic_picks_with_probability_proportional_to_value():
-    values = torch.tensor([1.0, 2.0, 3.0, 4.0])
+def test_stochastic_picks_with_probability_proportional_to_value(kernels):
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0], device=kernels)
     x = values.view(1, 1, 2, 2).repeat(20000, 1, 1, 1)
     out = create_pooler("stochastic", 1)(x).flatten()
-    counts = torch.stack([(out == v).sum() for v in values]).numpy()
+    counts = torch.stack([(out == v).sum() for v in values]).cpu().numpy()
     assert counts.sum() == 20000
-    assert chisquare(counts, f_exp=(values / values.sum() * 20000).numpy()).pvalue > P_MIN
+    assert chisquare(counts, f_exp=(values / values.sum() * 20000).cpu().numpy()).pvalue > P_MIN
 
 
-def test_stochastic_never_picks_negative_or_zero_when_a_positive_exists():
-    x = torch.tensor([-5.0, 0.0, 2.0, -1.0]).view(1, 1, 2, 2).repeat(5000, 1, 1, 1)
+def test_stochastic_never_picks_negative_or_zero_when_a_positive_exists(kernels):
+    x = torch.tensor([-5.0, 0.0, 2.0, -1.0], device=kernels).view(1, 1, 2, 2).repeat(5000, 1, 1, 1)
     assert (create_pooler("stochastic", 1)(x) == 2.0).all()
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_stochastic_zero_sum_window_gives_zero(training):
-    x = torch.tensor([[0.0, 0.0, -3.0, -1.0], [0.0] * 4]).view(2, 1, 2, 2).requires_grad_()
+def test_stochastic_zero_sum_window_gives_zero(training, kernels):
+    x = torch.tensor([[0.0, 0.0, -3.0, -1.0], [0.0] * 4], device=kernels).view(2, 1, 2, 2).requires_grad_()
     out = create_pooler("stochastic", 1).train(training)(x)
     assert torch.equal(out, torch.zeros_like(out))
     out.sum().backward()
@@ -149,27 +150,53 @@ def test_s3_partial_block_draw_is_uniform():
 
 
 @pytest.mark.parametrize("size", [28, 7, 9])
-def test_s3_training_outputs_entries_of_the_stride1_max_map(size):
-    x = torch.randn(3, 2, size, size)
-    torch.manual_seed(11)
-    out = s3_pool2d(x, training=True)
-    torch.manual_seed(11)
-    n = (size - 2) // 2 + 1
-    rows, cols = sampled_lines(size, n, 4, 2), sampled_lines(size, n, 4, 2)
-    expected = _stride1_max_map(x)[:, :, rows][:, :, :, cols]
-    assert torch.equal(out, expected)
+@pytest.mark.parametrize("path", ["reference", *KERNEL_BACKENDS])
+def test_s3_training_outputs_entries_of_the_stride1_max_map(size, path):
+    device = TRITON_DEVICE if path == "triton" else "cpu"
+    x = torch.randn(3, 2, size, size, device=device)
+    with backend.use(path):
+        out = (torch.manual_seed(11), s3_pool2d(x, training=True))[1]
+        torch.manual_seed(11)  # the same draw again, where each path takes it from
+        n = (size - 2) // 2 + 1
+        if path == "reference":
+            rows, cols = sampled_lines(size, n, 4, 2), sampled_lines(size, n, 4, 2)
+        else:
+            rows, cols = kernel_lines(backend.draw_seed(device), size, size)
+    expected = _stride1_max_map(x.cpu())[:, :, rows.cpu()][:, :, :, cols.cpu()]
+    assert torch.equal(out.cpu(), expected)
 
 
-def test_s3_draw_is_shared_by_batch_and_channels():
-    x = torch.randn(1, 1, 16, 16).expand(5, 3, 16, 16).contiguous()
+@pytest.mark.parametrize("name", KERNEL_BACKENDS)
+def test_s3_kernel_draw_is_uniform_over_subsets(name):
+    """The kernels' draw (Philox keys ranked per block): 6000 blocks of 4 lines, 2 kept from each."""
+    device = TRITON_DEVICE if name == "triton" else "cpu"
+    lines = backend.module(name).s3_lines(backend.draw_seed(device), 4 * 6000, 2 * 6000, 4, 2, 0).cpu()
+    kept = (lines.view(6000, 2) % 4).tolist()
+    subsets = list(itertools.combinations(range(4), 2))
+    counts = [kept.count(list(s)) for s in subsets]
+    assert sum(counts) == 6000 and chisquare(counts).pvalue > P_MIN
+
+
+@pytest.mark.skipif("cpp" not in KERNEL_BACKENDS, reason="needs the C++ kernels")
+def test_s3_kernel_partial_block_draw_is_uniform():
+    # 7 lines -> 3 outputs: 2 from the block 0-3, 1 from the partial block 4-6, uniformly
+    draw = backend.module("cpp").s3_lines
+    last = [draw(backend.draw_seed(), 7, 3, 4, 2, 0)[-1].item() for _ in range(3000)]
+    counts = [last.count(i) for i in (4, 5, 6)]
+    assert sum(counts) == 3000 and chisquare(counts).pvalue > P_MIN
+
+
+def test_s3_draw_is_shared_by_batch_and_channels(kernels):
+    x = torch.randn(1, 1, 16, 16, device=kernels).expand(5, 3, 16, 16).contiguous()
     out = create_pooler("s3", 3)(x)
     assert torch.equal(out, out[:1, :1].expand_as(out))
 
 
 @pytest.mark.parametrize("size", [28, 14, 7, 32, 9])
-def test_s3_eval_is_average_of_the_stride1_max_map(size):
-    x = torch.randn(2, 3, size, size)
-    out = create_pooler("s3", 3).eval()(x)
+def test_s3_eval_is_average_of_the_stride1_max_map(size, kernels):
+    x = torch.randn(2, 3, size, size, device=kernels)
+    out = create_pooler("s3", 3).eval()(x).cpu()
+    x = x.cpu()
     n = (size - 2) // 2 + 1
     expected = F.avg_pool2d(_stride1_max_map(x), 2, 2)[..., :n, :n]
     torch.testing.assert_close(out, expected)

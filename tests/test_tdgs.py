@@ -62,27 +62,27 @@ def test_hard_sample_outputs_a_window_value_exactly():
 
 def _pick_counts(x, pool, values):
     out = pool(x).flatten()
-    return torch.stack([(out == v).sum() for v in values]).numpy()
+    return torch.stack([(out == v).sum() for v in values]).cpu().numpy()
 
 
 @pytest.mark.parametrize("normalize", ["l2", "none"])
-def test_training_picks_follow_softmax_of_z(normalize):
-    values = torch.tensor([0.2, 0.5, 0.9, 1.4])
+def test_training_picks_follow_softmax_of_z(normalize, kernels):
+    values = torch.tensor([0.2, 0.5, 0.9, 1.4], device=kernels)
     n = 20000
     x = values.view(1, 1, 2, 2).repeat(n, 1, 1, 1)
-    pool = create_pooler("tdgs", 1, normalize=normalize, granularity="layer")
+    pool = create_pooler("tdgs", 1, normalize=normalize, granularity="layer").to(kernels)
     with torch.no_grad():
         pool.theta.fill_(0.2)  # T = 0.3
-    probs = torch.softmax(_normalized(values.double(), normalize) / 0.3, -1)
+    probs = torch.softmax(_normalized(values.double(), normalize) / 0.3, -1).cpu()
     counts = _pick_counts(x, pool, values)
     assert counts.sum() == n
     assert chisquare(counts, f_exp=(probs * n).numpy()).pvalue > P_MIN
 
 
 @pytest.mark.parametrize("normalize", NORMALIZATIONS)
-def test_tiny_temperature_is_max_pooling(normalize):
-    x = torch.randn(8, 3, 12, 12)
-    pool = create_pooler("tdgs", 3, normalize=normalize, eps=1e-6, input_size=(12, 12))
+def test_tiny_temperature_is_max_pooling(normalize, kernels):
+    x = torch.randn(8, 3, 12, 12, device=kernels)
+    pool = create_pooler("tdgs", 3, normalize=normalize, eps=1e-6, input_size=(12, 12)).to(kernels)
     with torch.no_grad():
         pool.theta.fill_(-1.0)  # relu -> 0, T = eps
     for training in (True, False):
@@ -91,15 +91,15 @@ def test_tiny_temperature_is_max_pooling(normalize):
 
 
 @pytest.mark.parametrize("normalize", NORMALIZATIONS)
-def test_huge_temperature_is_uniform_pick_and_average(normalize):
-    values = torch.tensor([0.1, 0.3, 0.6, 2.0])
+def test_huge_temperature_is_uniform_pick_and_average(normalize, kernels):
+    values = torch.tensor([0.1, 0.3, 0.6, 2.0], device=kernels)
     n = 20000
-    pool = create_pooler("tdgs", 1, normalize=normalize, granularity="channel")
+    pool = create_pooler("tdgs", 1, normalize=normalize, granularity="channel").to(kernels)
     with torch.no_grad():
         pool.theta.fill_(1e6)
     counts = _pick_counts(values.view(1, 1, 2, 2).repeat(n, 1, 1, 1), pool, values)
     assert counts.sum() == n and chisquare(counts).pvalue > P_MIN
-    x = torch.randn(4, 1, 8, 8)
+    x = torch.randn(4, 1, 8, 8, device=kernels)
     torch.testing.assert_close(pool.eval()(x), F.avg_pool2d(x, 2, 2))
 
 
@@ -142,9 +142,9 @@ def test_normalize_options_change_the_logits_as_specified(normalize):
 
 
 @pytest.mark.parametrize("normalize", NORMALIZATIONS)
-def test_zero_window_gives_zero_and_finite_gradients(normalize):
-    x = torch.zeros(2, 3, 4, 4, requires_grad=True)
-    pool = create_pooler("tdgs", 3, normalize=normalize)
+def test_zero_window_gives_zero_and_finite_gradients(normalize, kernels):
+    x = torch.zeros(2, 3, 4, 4, requires_grad=True, device=kernels)
+    pool = create_pooler("tdgs", 3, normalize=normalize, input_size=(4, 4)).to(kernels)
     for training in (True, False):
         out = pool.train(training)(x)
         assert torch.equal(out, torch.zeros_like(out))
@@ -161,11 +161,11 @@ def test_gumbel_noise_is_finite_even_for_extreme_uniforms(monkeypatch):
 @pytest.mark.parametrize("rectifier", ["relu", "softplus"])
 @pytest.mark.parametrize("theta", [-1e30, -3.0, 0.0, 2.0, 1e30])
 @pytest.mark.parametrize("training", [True, False])
-def test_finite_for_any_theta(rectifier, theta, training):
-    pool = create_pooler("tdgs", 2, rectifier=rectifier, granularity="layer").train(training)
+def test_finite_for_any_theta(rectifier, theta, training, kernels):
+    pool = create_pooler("tdgs", 2, rectifier=rectifier, granularity="layer").train(training).to(kernels)
     with torch.no_grad():
         pool.theta.fill_(theta)
-    x = (torch.randn(2, 2, 6, 6) * 1e30).requires_grad_()
+    x = (torch.randn(2, 2, 6, 6, device=kernels) * 1e30).requires_grad_()
     out = pool(x)
     out.sum().backward()
     assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()

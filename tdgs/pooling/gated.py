@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import native
+from . import backend, ops
 from .base import Pool2d
 from .checks import check_choice
 
@@ -45,35 +45,13 @@ def gated_pool2d(
 
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
-    if native.usable(x, mask, bias, kernel_size=kernel_size):
-        rows = max(mask.shape[0], bias.numel())  # a shared mask or bias broadcasts, as in the reference
-        return GatedFunction.apply(x, mask.expand(rows, -1), bias.reshape(-1).expand(rows), kernel_size, stride)
+    kernels = backend.kernels_for(x, mask, bias, kernel_size=kernel_size)
+    if kernels is not None:
+        return ops.apply(ops.GATED, kernels, x, mask, bias, kernel_size, stride)
     gate = gate_map(x, mask, bias, kernel_size=kernel_size, stride=stride)  # (B, C, Ho, Wo)
     top = F.max_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)
     mean = F.avg_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)
     return mean + gate * (top - mean)
-
-
-class GatedFunction(torch.autograd.Function):
-    """:func:`gated_pool2d` (and :func:`~tdgs.pooling.mixed.mixed_pool2d`, the case ``mask = 0``)
-    through the compiled CPU kernel."""
-
-    @staticmethod
-    def forward(ctx, x, mask, bias, kernel_size, stride):
-        x, mask, bias = x.contiguous(), mask.contiguous(), bias.contiguous()
-        ctx.save_for_backward(x, mask, bias)
-        ctx.geometry = (kernel_size, stride)
-        return native.ops().gated_forward(x, mask, bias, kernel_size, stride)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, mask, bias = ctx.saved_tensors
-        grad_x, per_plane = native.ops().gated_backward(grad.contiguous(), x, mask, bias, *ctx.geometry)
-        per_row = per_plane.view(x.shape[0], x.shape[1], mask.shape[1] + 1).sum(0)  # (C, k*k + 1)
-        if mask.shape[0] == 1:  # one mask and bias shared by all channels
-            per_row = per_row.sum(0, keepdim=True)
-        return grad_x, per_row[:, :-1], per_row[:, -1], None, None
 
 
 class GatedPool(Pool2d):

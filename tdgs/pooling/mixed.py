@@ -7,9 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import native
+from . import backend, ops
 from .base import Pool2d
-from .gated import GatedFunction
 from .checks import check_choice
 
 GRANULARITIES = ("channel", "layer")
@@ -26,10 +25,9 @@ def mixed_pool2d(
 
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
-    if native.usable(x, mix_logit, kernel_size=kernel_size):  # the gated kernel with a zero mask
-        logit = mix_logit.reshape(-1)  # (C,) or (1,); a 0-dim logit counts as one per layer
-        mask = logit.new_zeros(logit.shape[0], kernel_size * kernel_size)
-        return GatedFunction.apply(x, mask, logit, kernel_size, stride)
+    kernels = backend.kernels_for(x, mix_logit, kernel_size=kernel_size)
+    if kernels is not None:  # the gated kernel without a mask
+        return ops.apply(ops.GATED, kernels, x, None, mix_logit, kernel_size, stride)
     gate = torch.sigmoid(mix_logit).view(1, -1, 1, 1)  # (1, C or 1, 1, 1)
     top = F.max_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)
     mean = F.avg_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import native
+from . import backend, ops
 from .base import Pool2d
 from .checks import check_positive_int
 from .windows import pooled_size
@@ -49,6 +49,7 @@ def s3_pool2d(
     stride: int = 2,
     grid_size: int = 4,
     training: bool = True,
+    lines: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """S3Pool: a stride-1 max pooling, then stochastic spatial downsampling.
 
@@ -58,47 +59,42 @@ def s3_pool2d(
     intersections. The draw is shared by the whole batch and all channels. Evaluation: average
     pooling (window ``stride``, stride ``stride``) of the step-1 map, cropped to the output size.
 
+    ``lines``: the (rows, cols) to keep in training, to fix the draw; given ones always run the
+    pure-PyTorch reference code (otherwise the C++ or Triton kernel runs where
+    :mod:`tdgs.pooling.backend` says, drawing from its own stream; :func:`kernel_lines` rebuilds it).
+
     Shape: (B, C, H, W) -> (B, C, floor((H-k)/s)+1, floor((W-k)/s)+1).
     """
     check_s3_geometry(kernel_size, stride, grid_size)
     height, width = x.shape[-2:]
     out_h, out_w = pooled_size(height, width, kernel_size, stride)
-    fast = native.usable(x, kernel_size=kernel_size)
-    if fast and not training:
-        rows, cols = torch.arange(out_h * stride), torch.arange(out_w * stride)
-        return _S3Function.apply(x, rows, cols, kernel_size, stride, out_h, out_w)
-    if fast:
-        per_block = grid_size // stride
-        rows = sampled_lines(height, out_h, grid_size, per_block, x.device)  # (Ho,)
-        cols = sampled_lines(width, out_w, grid_size, per_block, x.device)  # (Wo,)
-        return _S3Function.apply(x, rows, cols, kernel_size, 1, out_h, out_w)
+    kernels = backend.kernels_for(x, kernel_size=kernel_size) if lines is None else None
+    if kernels is not None:
+        seed = backend.draw_seed(x.device) if training else ops.no_seed(x.device)
+        return ops.apply(ops.S3, kernels, x, seed, kernel_size, stride, grid_size, training)
     padded = F.pad(x, (0, kernel_size - 1, 0, kernel_size - 1), value=float("-inf"))
     peaks = F.max_pool2d(padded, kernel_size, stride=1)  # (B, C, H, W)
     if not training:
         return F.avg_pool2d(peaks, stride, stride)[..., :out_h, :out_w]  # (B, C, Ho, Wo)
-    per_block = grid_size // stride
-    rows = sampled_lines(height, out_h, grid_size, per_block, x.device)  # (Ho,)
-    cols = sampled_lines(width, out_w, grid_size, per_block, x.device)  # (Wo,)
+    if lines is None:
+        per_block = grid_size // stride
+        lines = (
+            sampled_lines(height, out_h, grid_size, per_block, x.device),  # (Ho,)
+            sampled_lines(width, out_w, grid_size, per_block, x.device),  # (Wo,)
+        )
+    rows, cols = lines
     return peaks.index_select(2, rows).index_select(3, cols)  # (B, C, Ho, Wo)
 
 
-class _S3Function(torch.autograd.Function):
-    """:func:`s3_pool2d` through the compiled CPU kernel: the mean over ``repeat x repeat`` blocks of
-    window maxima at the given rows and columns, without building the stride-1 max map."""
-
-    @staticmethod
-    def forward(ctx, x, rows, cols, kernel_size, repeat, out_h, out_w):
-        x = x.contiguous()
-        ctx.save_for_backward(x, rows, cols)
-        ctx.args = (kernel_size, repeat)
-        return native.ops().s3_forward(x, rows, cols, kernel_size, repeat, out_h, out_w)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, rows, cols = ctx.saved_tensors
-        grad_x = native.ops().s3_backward(grad.contiguous(), x, rows, cols, *ctx.args)
-        return grad_x, None, None, None, None, None, None
+def kernel_lines(seed: torch.Tensor, height: int, width: int, *, kernel_size: int = 2, stride: int = 2, grid_size: int = 4):
+    """The (rows, cols) the kernels keep for key ``seed`` on an ``height x width`` input."""
+    out_h, out_w = pooled_size(height, width, kernel_size, stride)
+    kernels = backend.module(backend.kernels_for(torch.empty((1, 1, 1, 1), device=seed.device)))
+    per_block = grid_size // stride
+    return (
+        kernels.s3_lines(seed, height, out_h, grid_size, per_block, 0),
+        kernels.s3_lines(seed, width, out_w, grid_size, per_block, 1),
+    )
 
 
 class S3Pool(Pool2d):

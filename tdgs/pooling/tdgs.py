@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
-from . import native
+from . import backend, ops
 from .base import Pool2d
 from .checks import check_bool, check_choice, check_positive_float, check_positive_int
 from .windows import normalized_windows, pooled_size, windows
@@ -59,18 +59,19 @@ def tdgs_pool2d(
         x: input, shape (B, C, H, W).
         temperature: ``T > 0``, broadcastable to (C, Ho, Wo).
         gumbels: the Gumbel noise to use, shape (B, C, Ho, Wo, k*k); drawn when ``None``. Given
-            noise always runs the pure-PyTorch reference code; without it, float CPU tensors run
-            the compiled kernel (:mod:`tdgs.pooling.native`), which draws the same law from its own
+            noise always runs the pure-PyTorch reference code; without it the C++ or Triton kernel
+            runs where :mod:`tdgs.pooling.backend` says, drawing the same law from its own
             counter-based stream (:func:`kernel_gumbels` rebuilds that noise).
 
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
-    temperature = temperature.to(x.dtype)  # the output keeps the input's dtype
     sampling = training or eval_mode == "sample"
-    if gumbels is None and native.usable(x, temperature, kernel_size=kernel_size):
+    kernels = backend.kernels_for(x, temperature, kernel_size=kernel_size) if gumbels is None else None
+    if kernels is not None:
         mode = ("hard" if hard else "soft") if sampling else eval_mode
-        seed = native.draw_seed() if sampling else 0
-        return _TDGSFunction.apply(x, temperature, seed, kernel_size, stride, normalize, mode)
+        seed = backend.draw_seed(x.device) if sampling else ops.no_seed(x.device)
+        return ops.apply(ops.TDGS, kernels, x, temperature, seed, kernel_size, stride, normalize, mode)
+    temperature = temperature.to(x.dtype)  # the output keeps the input's dtype
     a = windows(x, kernel_size, stride)  # (B, C, Ho, Wo, k*k)
     z = normalized_windows(a, normalize) / temperature.unsqueeze(-1)  # (B, C, Ho, Wo, k*k)
     if sampling:
@@ -87,41 +88,12 @@ def tdgs_pool2d(
     return a.gather(-1, z.argmax(-1, keepdim=True)).squeeze(-1)  # argmax
 
 
-_NORMALIZE_CODES = {"none": 0, "l1": 1, "l2": 2, "max": 3}
-_MODE_CODES = {"hard": 0, "soft": 1, "expectation": 2, "argmax": 3}
-
-
-class _TDGSFunction(torch.autograd.Function):
-    """:func:`tdgs_pool2d` through the compiled CPU kernel; the backward pass regenerates the noise
-    from ``seed`` instead of storing it."""
-
-    @staticmethod
-    def forward(ctx, x, temperature, seed, kernel_size, stride, normalize, mode):
-        x = x.contiguous()
-        height, width = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
-        full = temperature.expand(x.shape[1], height, width)  # (C, Ho, Wo), a view
-        args = (seed, kernel_size, stride, _NORMALIZE_CODES[normalize], _MODE_CODES[mode])
-        ctx.save_for_backward(x, temperature)
-        ctx.args = args
-        return native.ops().tdgs_forward(x, full, *args)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        x, temperature = ctx.saved_tensors
-        _, kernel_size, stride, *_ = ctx.args
-        height, width = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
-        full = temperature.expand(x.shape[1], height, width)
-        grad_x, grad_t = native.ops().tdgs_backward(grad.contiguous(), x, full, *ctx.args)
-        grad_t = grad_t.sum(0).sum_to_size(temperature.shape) if ctx.needs_input_grad[1] else None
-        return grad_x, grad_t, None, None, None, None, None
-
-
-def kernel_gumbels(seed: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The Gumbel noise ``-log(-log(u))`` the compiled kernel uses for key ``seed`` and output shape
-    ``(B, C, Ho, Wo, k*k)``, for checking the kernel against the reference code."""
+def kernel_gumbels(seed: torch.Tensor, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The Gumbel noise ``-log(-log(u))`` the kernels use for key ``seed`` and output shape
+    ``(B, C, Ho, Wo, k*k)``, for checking them against the reference code."""
     *outputs, window = shape
-    u = native.ops().window_uniforms(seed, int(torch.Size(outputs).numel()), window, dtype)
+    kernels = backend.module(backend.kernels_for(torch.empty((1, 1, 1, 1), dtype=dtype, device=seed.device)))
+    u = kernels.window_uniforms(seed, int(torch.Size(outputs).numel()), window, dtype)
     return -torch.log(-torch.log(u)).view(*shape)
 
 

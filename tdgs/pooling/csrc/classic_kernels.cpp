@@ -231,8 +231,6 @@ at::Tensor stochastic_backward(const at::Tensor& grad, const at::Tensor& x, int6
 // Offset (from the plane's start) of the largest element of the k x k window at (row, col), the
 // first in row-major order on ties; the window is clipped at the plane's edges (the -inf padding).
 // Branch-free for the common 2x2 window: the comparisons are data-dependent and unpredictable.
-// Offset (from the plane's start) of the largest element of the k x k window at (row, col), the
-// first in row-major order on ties; the window is clipped at the plane's edges (the -inf padding).
 template <typename scalar_t>
 TDGS_INLINE int64_t window_argmax(const scalar_t* plane, const Geometry& g, int64_t row, int64_t col) {
   int64_t best = row * g.width + col;
@@ -439,9 +437,40 @@ at::Tensor s3_backward(const at::Tensor& grad, const at::Tensor& x, const at::Te
   return grad_x;
 }
 
+// The `count` rows (axis 0) or columns (axis 1) S3Pool keeps from a map of `size` lines, for key
+// `seed`: the map is cut into blocks of `grid_size` lines; block b (lines b * grid_size + m) gives
+// the `take` lines whose keys u_m rank lowest (take = per_block, or fewer in the last blocks: only
+// as many as are still needed and as the block holds), in ascending order. u_m is the float
+// uniform of word m % 4 of Philox(counter b, m / 4, 2 + axis): the Triton kernels draw the same.
+at::Tensor s3_lines(int64_t seed, int64_t size, int64_t count, int64_t grid_size, int64_t per_block, int64_t axis) {
+  TORCH_CHECK(grid_size >= 1 && per_block >= 1 && per_block <= grid_size && count >= 0,
+              "s3_lines: bad geometry");
+  at::Tensor out = at::empty({count}, at::TensorOptions().dtype(at::kLong));
+  int64_t* lines = out.mutable_data_ptr<int64_t>();
+  std::vector<float> keys(grid_size);
+  uint32_t words[4][kLanes];
+  for (int64_t block = 0, done = 0; done < count; ++block) {
+    const int64_t start = block * grid_size;
+    for (int64_t m = 0; m < grid_size; ++m) {
+      if (m % 4 == 0) philox_lanes(static_cast<uint64_t>(block), static_cast<uint32_t>(m / 4),
+                                   static_cast<uint32_t>(2 + axis), static_cast<uint64_t>(seed), words);
+      keys[m] = start + m < size ? (static_cast<float>(words[m % 4][0] >> 9) + 0.5f) * (1.0f / 8388608.0f) : 2.0f;
+    }
+    const int64_t take = std::min({per_block, count - done, size - start});
+    TORCH_CHECK(take > 0, "s3_lines: the map has too few lines");
+    for (int64_t m = 0; m < grid_size; ++m) {  // ascending m: the chosen lines come out sorted
+      int64_t rank = 0;
+      for (int64_t q = 0; q < grid_size; ++q) rank += keys[q] < keys[m] || (keys[q] == keys[m] && q < m);
+      if (rank < take) lines[done++] = start + m;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(tdgs, m) {
+TORCH_LIBRARY_FRAGMENT(tdgs_cpu, m) {
+  m.def("s3_lines(int seed, int size, int count, int grid_size, int per_block, int axis) -> Tensor");
   m.def("gated_forward(Tensor x, Tensor mask, Tensor bias, int kernel_size, int stride) -> Tensor");
   m.def("gated_backward(Tensor grad, Tensor x, Tensor mask, Tensor bias, int kernel_size, int stride) -> (Tensor, Tensor)");
   m.def("stochastic_forward(Tensor x, int seed, int kernel_size, int stride, bool training) -> Tensor");
@@ -450,7 +479,9 @@ TORCH_LIBRARY_FRAGMENT(tdgs, m) {
   m.def("s3_backward(Tensor grad, Tensor x, Tensor rows, Tensor cols, int kernel_size, int repeat) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(tdgs, CPU, m) {
+TORCH_LIBRARY_IMPL(tdgs_cpu, CompositeExplicitAutograd, m) { m.impl("s3_lines", &s3_lines); }
+
+TORCH_LIBRARY_IMPL(tdgs_cpu, CPU, m) {
   m.impl("gated_forward", &gated_forward);
   m.impl("gated_backward", &gated_backward);
   m.impl("stochastic_forward", &stochastic_forward);

@@ -470,17 +470,17 @@ at::Tensor window_uniforms(int64_t seed, int64_t windows, int64_t window_size, a
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(tdgs, m) {
+TORCH_LIBRARY_FRAGMENT(tdgs_cpu, m) {
   m.def("tdgs_forward(Tensor x, Tensor temperature, int seed, int kernel_size, int stride, int normalize, int mode) -> Tensor");
   m.def("tdgs_backward(Tensor grad, Tensor x, Tensor temperature, int seed, int kernel_size, int stride, int normalize, int mode) -> (Tensor, Tensor)");
   m.def("window_uniforms(int seed, int windows, int window_size, ScalarType dtype) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(tdgs, CPU, m) {
+TORCH_LIBRARY_IMPL(tdgs_cpu, CPU, m) {
   m.impl("tdgs_forward", &tdgs_forward);
   m.impl("tdgs_backward", &tdgs_backward);
 }
 
-TORCH_LIBRARY_IMPL(tdgs, CompositeExplicitAutograd, m) { m.impl("window_uniforms", &window_uniforms); }
+TORCH_LIBRARY_IMPL(tdgs_cpu, CompositeExplicitAutograd, m) { m.impl("window_uniforms", &window_uniforms); }
 
 }  // namespace tdgs

@@ -1,0 +1,383 @@
+"""The C++ and the Triton kernels against the pure-PyTorch reference code: same noise -> same
+outputs and gradients, for every pooler, option, window geometry and dtype; their random streams;
+their registration as torch.library operators; the backend switch. The Triton kernels run on a GPU
+where there is one, else in Triton's interpreter (see conftest.py)."""
+
+import pytest
+import torch
+from scipy.stats import kstest, pearsonr
+from torch.autograd import gradcheck
+from torch.utils import cpp_extension
+
+from conftest import KERNEL_BACKENDS, TRITON_DEVICE
+from tdgs.pooling import backend, cpp_kernels, gated_pool2d, mixed_pool2d, ops, s3_pool2d, stochastic_pool2d, tdgs_pool2d
+from tdgs.pooling.s3 import kernel_lines
+from tdgs.pooling.stochastic import kernel_uniforms
+from tdgs.pooling.tdgs import NORMALIZATIONS, kernel_gumbels
+
+# (kernel_size, stride, H, W): the deck's 2x2/2, odd sizes, overlapping 3x3/2, 3x3/3
+GEOMETRIES = [(2, 2, 8, 8), (2, 2, 7, 9), (3, 2, 9, 8), (3, 3, 9, 9)]
+# float32: the reference itself is up to ~2e-5 off the float64 value where T's gradient sums
+# windows that overlap (k3s2), so two float32 computations may differ by twice that
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 5e-5}
+DTYPES = {"cpp": [torch.float64, torch.float32], "triton": [torch.float32]}  # the Triton kernels compute in float32
+CASES = [(name, dtype) for name in KERNEL_BACKENDS for dtype in DTYPES[name]]
+each_kernel_and_dtype = pytest.mark.parametrize("kernels,dtype", CASES, ids=lambda v: str(v).replace("torch.", ""), indirect=["kernels"])
+
+
+def test_every_kernel_backend_loads_here():
+    """A silent fallback would hide a broken build: on this machine both backends must load."""
+    assert KERNEL_BACKENDS == ["cpp", "triton"]
+
+
+def _out_size(h, w, k, s):
+    return (h - k) // s + 1, (w - k) // s + 1
+
+
+def _close(got, want, dtype):
+    torch.testing.assert_close(got, want, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+
+
+def _compare(fn, inputs, dtype):
+    """fn(*inputs) through the kernels and through the reference: outputs and gradients agree."""
+    grads_of = lambda out: torch.autograd.grad(out.sin().sum(), inputs, allow_unused=True)  # noqa: E731
+    fast = fn(*inputs)
+    fast_grads = grads_of(fast)
+    with backend.use("reference"):
+        slow = fn(*inputs)
+        slow_grads = grads_of(slow)
+    _close(fast, slow, dtype)
+    for got, want in zip(fast_grads, slow_grads):
+        if want is None:  # not in the reference's graph (argmax): the kernel gives zeros or None
+            assert got is None or not got.any()
+        else:
+            _close(got, want, dtype)
+
+
+@each_kernel_and_dtype
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "k{}s{}-{}x{}".format(*g))
+@pytest.mark.parametrize("normalize", NORMALIZATIONS)
+@pytest.mark.parametrize("mode", ["hard", "soft", "expectation", "sample", "argmax"])
+@pytest.mark.parametrize("granularity", ["position", "channel", "layer"])
+def test_tdgs_kernel_matches_reference(kernels, dtype, geometry, normalize, mode, granularity):
+    k, s, h, w = geometry
+    ho, wo = _out_size(h, w, k, s)
+    t_shape = {"position": (3, ho, wo), "channel": (3, 1, 1), "layer": (1, 1, 1)}[granularity]
+    x = (torch.randn(2, 3, h, w, dtype=dtype, device=kernels) + 0.3).requires_grad_()
+    t = (torch.rand(t_shape, dtype=dtype, device=kernels) + 0.2).requires_grad_()
+    training = mode in ("hard", "soft")
+    options = dict(kernel_size=k, stride=s, normalize=normalize, hard=mode != "soft", training=training,
+                   eval_mode=mode if not training else "expectation")
+    sampling = mode in ("hard", "soft", "sample")
+
+    torch.manual_seed(11)
+    seed = backend.draw_seed(kernels)
+    gumbels = kernel_gumbels(seed, (2, 3, ho, wo, k * k), dtype) if sampling else None
+
+    torch.manual_seed(11)  # the kernel draws `seed` again
+    fast = tdgs_pool2d(x, t, **options)
+    fast_grads = torch.autograd.grad(fast.sin().sum(), (x, t), allow_unused=True)
+    with backend.use("reference"):
+        slow = tdgs_pool2d(x, t, **options, gumbels=gumbels)
+    slow_grads = torch.autograd.grad(slow.sin().sum(), (x, t), allow_unused=True)
+    _close(fast, slow, dtype)
+    _close(fast_grads[0], slow_grads[0], dtype)
+    if mode == "argmax":  # T is not in the reference's graph
+        assert slow_grads[1] is None and (fast_grads[1] is None or not fast_grads[1].any())
+    else:
+        _close(fast_grads[1], slow_grads[1], dtype)
+
+
+@pytest.mark.parametrize("normalize", NORMALIZATIONS)
+def test_cpp_tdgs_kernel_soft_sample_gradcheck(normalize):
+    """With its key fixed the soft sample is a smooth function: finite differences agree (float64,
+    which only the C++ kernels compute in)."""
+    x = (torch.rand(2, 3, 6, 6, dtype=torch.float64) + 0.1).requires_grad_()
+    t = (torch.rand(3, 3, 3, dtype=torch.float64) + 0.5).requires_grad_()
+    seed = torch.tensor(1234)
+    assert gradcheck(lambda x, t: ops.apply(ops.TDGS, "cpp", x, t, seed, 2, 2, normalize, "soft"), (x, t))
+
+
+@pytest.mark.parametrize("kernels", KERNEL_BACKENDS, indirect=True)
+def test_kernels_take_channels_last_and_strided_input_and_keep_the_layout(kernels):
+    x = torch.rand(4, 6, 8, 8, device=kernels)
+    t = torch.rand(3, 4, 4, device=kernels) + 0.2
+    for variant in (x.to(memory_format=torch.channels_last)[:, ::2], x.transpose(2, 3)[:, 1::2]):
+        variant = variant.clone().requires_grad_()
+        _compare(lambda v: tdgs_pool2d(v, t, training=False), (variant,), torch.float32)
+    cl = x[:, :3].contiguous(memory_format=torch.channels_last)
+    for out in (tdgs_pool2d(cl, t), stochastic_pool2d(cl), mixed_pool2d(cl, torch.zeros(3, device=kernels)), s3_pool2d(cl)):
+        assert out.is_contiguous(memory_format=torch.channels_last)  # as F.max_pool2d keeps it
+
+
+@each_kernel_and_dtype
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "k{}s{}-{}x{}".format(*g))
+@pytest.mark.parametrize("rows", [3, 1], ids=["channel", "layer"])
+def test_mixed_and_gated_kernels_match_reference(kernels, dtype, geometry, rows):
+    k, s, h, w = geometry
+    x = torch.randn(2, 3, h, w, dtype=dtype, device=kernels).requires_grad_()
+    logit = torch.randn(rows, dtype=dtype, device=kernels).requires_grad_()
+    mask = torch.randn(rows, k * k, dtype=dtype, device=kernels).requires_grad_()
+    _compare(lambda x, l: mixed_pool2d(x, l, kernel_size=k, stride=s), (x, logit), dtype)
+    _compare(lambda x, m, b: gated_pool2d(x, m, b, kernel_size=k, stride=s), (x, mask, logit), dtype)
+
+
+@each_kernel_and_dtype
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "k{}s{}-{}x{}".format(*g))
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_stochastic_kernel_matches_reference(kernels, dtype, geometry, training):
+    k, s, h, w = geometry
+    x = torch.randn(2, 3, h, w, dtype=dtype, device=kernels).requires_grad_()  # negatives too: they count as 0
+    with torch.no_grad():
+        x[0, 0] = 0  # windows that sum to 0
+    options = dict(kernel_size=k, stride=s, training=training)
+    if not training:
+        _compare(lambda x: stochastic_pool2d(x, **options), (x,), dtype)
+        return
+    torch.manual_seed(5)
+    uniforms = kernel_uniforms(backend.draw_seed(kernels), (2, 3, *_out_size(h, w, k, s)), dtype)
+    fast = (torch.manual_seed(5), stochastic_pool2d(x, **options))[1]
+    slow = stochastic_pool2d(x, **options, uniforms=uniforms)
+    _close(fast, slow, dtype)
+    _close(*(torch.autograd.grad(out.sin().sum(), x)[0] for out in (fast, slow)), dtype)
+
+
+@each_kernel_and_dtype
+@pytest.mark.parametrize("shape", [(8, 8), (9, 7), (16, 12)])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("kernel_size", [2, 3])
+def test_s3_kernel_matches_reference(kernels, dtype, shape, training, kernel_size):
+    x = torch.randn(2, 3, *shape, dtype=dtype, device=kernels).requires_grad_()
+    options = dict(kernel_size=kernel_size, training=training)
+    torch.manual_seed(2)
+    lines = kernel_lines(backend.draw_seed(kernels), *shape, kernel_size=kernel_size) if training else None
+    fast = (torch.manual_seed(2), s3_pool2d(x, **options))[1]
+    with backend.use("reference"):
+        slow = s3_pool2d(x, **options, lines=lines)
+    _close(fast, slow, dtype)
+    _close(*(torch.autograd.grad(out.sin().sum(), x)[0] for out in (fast, slow)), dtype)
+
+
+@pytest.mark.skipif(KERNEL_BACKENDS != ["cpp", "triton"], reason="needs both kernel backends")
+@pytest.mark.parametrize("window", [1, 4, 9])
+def test_triton_and_cpp_draw_the_same_random_numbers(window):
+    """One Philox stream for both backends: the same key gives the same uniforms and S3 lines."""
+    seed = backend.draw_seed()
+    triton_kernels = backend.module("triton")
+    on_device = seed.to(TRITON_DEVICE)
+    assert torch.equal(triton_kernels.window_uniforms(on_device, 3000, window).cpu(), cpp_kernels.window_uniforms(seed, 3000, window))
+    for size, count, grid, per_block in [(32, 16, 4, 2), (9, 3, 6, 3), (7, 3, 4, 2)]:
+        for axis in (0, 1):
+            got = triton_kernels.s3_lines(on_device, size, count, grid, per_block, axis).cpu()
+            assert torch.equal(got, cpp_kernels.s3_lines(seed, size, count, grid, per_block, axis))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_kernel_uniforms_are_uniform_open_and_independent(dtype):
+    u = cpp_kernels.window_uniforms(backend.draw_seed(), 50_000, 4, dtype)  # (windows, k*k)
+    assert 0 < u.min() and u.max() < 1
+    flat = u.flatten().double()
+    assert kstest(flat.numpy(), "uniform").pvalue > 0.01
+    # neighbours within a window and across windows are uncorrelated
+    assert abs(pearsonr(u[:, 0].double().numpy(), u[:, 1].double().numpy())[0]) < 0.02
+    assert abs(pearsonr(flat[:-4].numpy(), flat[4:].numpy())[0]) < 0.02
+    # another key gives other numbers
+    other = cpp_kernels.window_uniforms(backend.draw_seed(), 50_000, 4, dtype)
+    assert abs(pearsonr(flat.numpy(), other.flatten().double().numpy())[0]) < 0.02
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_kernel_uniforms_never_round_to_zero_or_one(dtype):
+    """64M draws: with 24 random bits (b + 1/2) / 2^24 rounded to 1 about once per 2^24 draws."""
+    u = cpp_kernels.window_uniforms(backend.draw_seed(), 1 << 24, 4, dtype)
+    assert 0 < u.min() and u.max() < 1
+
+
+@pytest.mark.parametrize("kernels", KERNEL_BACKENDS, indirect=True)
+def test_kernel_draws_follow_torch_manual_seed(kernels):
+    x = torch.rand(4, 3, 8, 8, device=kernels)
+    t = torch.rand(3, 4, 4, device=kernels) + 0.2
+    for pool in (lambda x: tdgs_pool2d(x, t), stochastic_pool2d, s3_pool2d):
+        first = (torch.manual_seed(1), pool(x))[1]
+        again = (torch.manual_seed(1), pool(x))[1]
+        other = (torch.manual_seed(2), pool(x))[1]
+        assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_other_devices_and_dtypes_run_the_reference_code():
+    """The shape-only meta device, and half precision on the CPU, take the pure-PyTorch path."""
+    for device, dtype in (("meta", torch.float32), ("cpu", torch.bfloat16)):
+        x = torch.rand(2, 3, 8, 8, device=device, dtype=dtype)
+        t = torch.ones(3, 4, 4, device=device, dtype=dtype)
+        assert backend.kernels_for(x, t) is None
+        for out in (
+            tdgs_pool2d(x, t),
+            mixed_pool2d(x, torch.zeros(3, device=device, dtype=dtype)),
+            gated_pool2d(x, torch.zeros(3, 4, device=device, dtype=dtype), torch.zeros(3, device=device, dtype=dtype)),
+            stochastic_pool2d(x),
+        ):
+            assert out.shape == (2, 3, 4, 4) and out.device.type == device and out.dtype == dtype
+
+
+def test_the_backend_switch(monkeypatch):
+    x = torch.rand(1, 1, 4, 4)
+    assert backend.kernels_for(x) == "cpp"  # auto: C++ for CPU float32
+    with backend.use("reference"):
+        assert backend.kernels_for(x) is None
+    with backend.use("cpp"):
+        assert backend.kernels_for(x.half()) is None  # the C++ kernels take float32/64 only
+    monkeypatch.setenv("TDGS_BACKEND", "cuda")
+    with pytest.raises(ValueError, match=r"^TDGS_BACKEND must be one of 'auto', 'reference', 'cpp', 'triton', but got 'cuda'$"):
+        tdgs_pool2d(x, torch.ones(1))
+    monkeypatch.setenv("TDGS_BACKEND", "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        tdgs_pool2d(x, torch.ones(1))
+
+
+def test_a_failed_build_warns_once_and_falls_back_to_the_reference(monkeypatch):
+    def broken_build(**kwargs):
+        raise RuntimeError("Error building extension 'tdgs_pooling': c++: command not found\nmore")
+
+    monkeypatch.setattr(cpp_extension, "load", broken_build)
+    cpp_kernels._load.cache_clear()
+    backend.module.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match=r"could not build the CPU pooling kernels \(Error building"):
+            assert not cpp_kernels.available()
+        x = torch.rand(2, 3, 8, 8, requires_grad=True)
+        assert backend.kernels_for(x) is None
+        tdgs_pool2d(x, torch.ones(3, 4, 4)).sum().backward()  # the reference code still trains
+        assert x.grad is not None
+    finally:
+        cpp_kernels._load.cache_clear()  # later tests load the real build again
+        backend.module.cache_clear()
+
+
+@pytest.mark.parametrize("kernels", KERNEL_BACKENDS, indirect=True)
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_kernels_break_ties_as_the_reference(kernels, training):
+    """Windows full of equal values: the gradient goes to the same (first) maximum in both paths."""
+    dtype = torch.float64 if backend.selected() == "cpp" else torch.float32
+    x = torch.randint(0, 3, (2, 3, 9, 8), device=kernels).to(dtype).requires_grad_()
+    torch.manual_seed(2)
+    lines = kernel_lines(backend.draw_seed(kernels), 9, 8) if training else None
+    fast = (torch.manual_seed(2), s3_pool2d(x, training=training))[1]
+    with backend.use("reference"):
+        slow = s3_pool2d(x, training=training, lines=lines)
+    _close(fast, slow, dtype)
+    _close(*(torch.autograd.grad(out.sum(), x)[0] for out in (fast, slow)), dtype)
+    _compare(lambda x: mixed_pool2d(x, torch.zeros(3, dtype=dtype, device=kernels)), (x,), dtype)
+    t = torch.full((3, 4, 4), 0.5, dtype=dtype, device=kernels)
+    _compare(lambda x: tdgs_pool2d(x, t, training=False, eval_mode="argmax"), (x,), dtype)
+
+
+@pytest.mark.parametrize("kernels", KERNEL_BACKENDS, indirect=True)
+@pytest.mark.parametrize("kernel_size", [2, 3])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_a_nan_window_gives_nan_as_the_reference(kernels, kernel_size, training):
+    x = torch.rand(2, 3, 9, 9, device=kernels)
+    x[0, 1, :3, :3] = float("nan")
+    t = torch.ones(3, 1, 1, device=kernels)
+    out = tdgs_pool2d(x, t, kernel_size=kernel_size, stride=2, training=training)
+    with backend.use("reference"):
+        reference = tdgs_pool2d(x, t, kernel_size=kernel_size, stride=2, training=training)
+    assert torch.equal(out.isnan(), reference.isnan()) and out.isnan().any()
+
+
+@pytest.mark.parametrize("kernels", KERNEL_BACKENDS, indirect=True)
+def test_kernel_paths_accept_what_the_reference_accepts(kernels):
+    """Broadcast gate parameters, a 0-dim mixing logit, a batch of 0, a float64 temperature."""
+    x = torch.rand(2, 3, 8, 8, device=kernels, requires_grad=True)
+    zeros = lambda *shape: torch.zeros(shape, device=kernels)  # noqa: E731
+    _compare(lambda x: gated_pool2d(x, zeros(1, 4), zeros(3)), (x,), torch.float32)
+    _compare(lambda x: mixed_pool2d(x, torch.tensor(0.3, device=kernels)), (x,), torch.float32)
+    empty = torch.rand(0, 3, 8, 8, device=kernels, requires_grad=True)
+    mask, bias = zeros(3, 4).requires_grad_(), zeros(3).requires_grad_()
+    gated_pool2d(empty, mask, bias).sum().backward()
+    assert mask.grad.shape == (3, 4) and not mask.grad.any()
+    assert tdgs_pool2d(x, torch.ones((), dtype=torch.float64, device=kernels)).dtype == torch.float32
+    with pytest.raises(ValueError, match="s3 needs stride <= kernel_size=2, but got stride=3"):
+        s3_pool2d(x, kernel_size=2, stride=3, grid_size=6, training=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("name", ["tdgs", "gated", "mixed", "stochastic", "s3"])
+def test_triton_kernels_take_half_precision_with_float32_maths(dtype, name):
+    """float16/bfloat16 in and out, float32 inside: the output equals the float32 kernel's on the
+    same (rounded) input, rounded once to the input's dtype; gradients likewise."""
+    x = torch.randn(2, 3, 8, 8, device=TRITON_DEVICE).to(dtype)
+    params = {
+        "tdgs": lambda: (torch.rand(3, 4, 4, device=TRITON_DEVICE) + 0.2,),
+        "gated": lambda: (torch.randn(3, 4, device=TRITON_DEVICE), torch.randn(3, device=TRITON_DEVICE)),
+        "mixed": lambda: (torch.randn(3, device=TRITON_DEVICE),),
+        "stochastic": lambda: (),
+        "s3": lambda: (),
+    }[name]()
+    pool = {"tdgs": tdgs_pool2d, "gated": gated_pool2d, "mixed": mixed_pool2d, "stochastic": stochastic_pool2d, "s3": s3_pool2d}[name]
+    upstream = torch.randn(2, 3, 4, 4, device=TRITON_DEVICE).to(dtype)  # a gradient both dtypes hold exactly
+    results = []
+    with backend.use("triton"):
+        for inp in (x, x.float()):
+            inp = inp.clone().requires_grad_()
+            out = (torch.manual_seed(3), pool(inp, *params))[1]
+            results.append((out, torch.autograd.grad(out, inp, upstream.to(out.dtype))[0]))
+    (half, half_grad), (full, full_grad) = results
+    assert half.dtype == dtype and half_grad.dtype == dtype
+    # within one unit in the last place: Triton's interpreter may round to bfloat16 otherwise than torch
+    ulp = {"rtol": torch.finfo(dtype).eps, "atol": 0.0}
+    torch.testing.assert_close(half, full.to(dtype), **ulp)
+    torch.testing.assert_close(half_grad, full_grad.to(dtype), **ulp)
+
+
+# ---- the registered operators ----------------------------------------------------------------
+
+
+def _op_cases(device):
+    x = torch.rand(2, 3, 8, 8, device=device, requires_grad=True)
+    seed = backend.draw_seed(device)
+    t = (torch.rand(3, 4, 4, device=device) + 0.2).requires_grad_()
+    mask, bias = torch.randn(3, 4, device=device, requires_grad=True), torch.randn(3, device=device, requires_grad=True)
+    cases = [(torch.ops.tdgs.tdgs_pool, (x, t, seed, 2, 2, normalize, mode))
+             for normalize in ("l2", "none") for mode in ("hard", "soft", "expectation", "argmax")]
+    cases += [(torch.ops.tdgs.gated_pool, (x, mask, bias, 2, 2)), (torch.ops.tdgs.gated_pool, (x, None, bias, 2, 2))]
+    cases += [(torch.ops.tdgs.stochastic_pool, (x, seed, 2, 2, training)) for training in (True, False)]
+    cases += [(torch.ops.tdgs.s3_pool, (x, seed, 2, 2, 4, training)) for training in (True, False)]
+    grad = torch.randn(2, 3, 4, 4, device=device)
+    cases += [
+        (torch.ops.tdgs.tdgs_pool_backward, (grad, x.detach(), t.detach(), seed, 2, 2, "l2", "hard")),
+        (torch.ops.tdgs.gated_pool_backward, (grad, x.detach(), mask.detach(), bias.detach(), 2, 2)),
+        (torch.ops.tdgs.gated_pool_backward, (grad, x.detach(), None, bias.detach(), 2, 2)),
+        (torch.ops.tdgs.stochastic_pool_backward, (grad, x.detach(), seed, 2, 2, True)),
+        (torch.ops.tdgs.s3_pool_backward, (grad, x.detach(), seed, 2, 2, 4, True)),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize("kernels", KERNEL_BACKENDS, indirect=True)
+def test_operators_pass_opcheck(kernels):
+    """Schema, fake (meta) implementation, autograd registration, torch.compile (AOT dispatch)."""
+    for op, args in _op_cases(kernels):
+        # the atomic adds of overlapping windows aside, the kernels are deterministic
+        torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("kernels", KERNEL_BACKENDS, indirect=True)
+def test_torch_compile_keeps_the_kernels(kernels, monkeypatch):
+    """Inside torch.compile the poolers run the registered operators, i.e. the fast kernels."""
+    module = backend.module(backend.kernels_for(torch.empty(1, 1, 2, 2, device=kernels)))
+    calls = []
+    for name in ("tdgs_forward", "tdgs_backward", "gated_forward", "stochastic_forward"):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
+    torch._dynamo.reset()
+    x = torch.rand(2, 3, 8, 8, device=kernels, requires_grad=True)
+    t = (torch.rand(3, 4, 4, device=kernels) + 0.2).requires_grad_()
+
+    def net(x, t):
+        return tdgs_pool2d(x, t) + mixed_pool2d(x, t[:, 0, 0]) + stochastic_pool2d(x)
+
+    out = torch.compile(net, fullgraph=True)(x, t)
+    out.sum().backward()
+    assert {"tdgs_forward", "tdgs_backward", "gated_forward", "stochastic_forward"} <= set(calls)
+    assert t.grad is not None and torch.isfinite(x.grad).all()
