@@ -381,3 +381,83 @@ def test_torch_compile_keeps_the_kernels(kernels, monkeypatch):
     out.sum().backward()
     assert {"tdgs_forward", "tdgs_backward", "gated_forward", "stochastic_forward"} <= set(calls)
     assert t.grad is not None and torch.isfinite(x.grad).all()
+
+
+# ---- on a GPU ----------------------------------------------------------------------------------
+
+def needs_cuda(test):
+    """Marks ``test`` as a GPU test (``-m cuda``), skipped without a GPU."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
+CUDA_POOLS = {
+    "tdgs": lambda x, t: tdgs_pool2d(x, t),
+    "stochastic": lambda x, t: stochastic_pool2d(x),
+    "s3": lambda x, t: s3_pool2d(x),
+    "gated": lambda x, t: gated_pool2d(x, t[:, :4, 0].contiguous(), t[:, 0, 0]),
+}
+
+
+def _captured(fn):
+    """``fn`` captured in a CUDA graph (after warm-up calls on a side stream): (graph, its outputs)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = fn()
+    return graph, outputs
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", list(CUDA_POOLS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_cuda_graph_captures_forward_and_backward_and_draws_fresh_noise(name, dtype):
+    x = torch.rand(8, 4, 16, 16, device="cuda", dtype=dtype, requires_grad=True)
+    t = (torch.rand(4, 8, 8, device="cuda") + 0.2).requires_grad_()
+    pool = CUDA_POOLS[name]
+
+    def step():  # no host round trip anywhere, or the capture fails
+        out = pool(x, t)
+        (grad_x,) = torch.autograd.grad(out.float().sum(), x)
+        return out, grad_x
+
+    torch.manual_seed(0)
+    graph, (out, grad_x) = _captured(step)
+    replays = []
+    for _ in range(3):
+        graph.replay()
+        replays.append(out.clone())
+    torch.cuda.synchronize()
+    assert torch.isfinite(grad_x).all()
+    if name != "gated":  # the random poolers: every replay draws again
+        assert not torch.equal(replays[0], replays[1]) and not torch.equal(replays[1], replays[2])
+    torch.manual_seed(0)
+    again, (out_again, _) = _captured(step)
+    again.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out_again, replays[0])  # torch.manual_seed reproduces the replays
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", list(CUDA_POOLS))
+def test_cuda_pooler_launches_one_kernel_per_direction(name):
+    """Forward: the key's draw and one pooling kernel; backward: one kernel and at most one
+    reduction (parameter gradients) and one fill (input gradient where windows do not tile)."""
+    x = torch.rand(64, 16, 32, 32, device="cuda", requires_grad=True)
+    t = (torch.rand(16, 16, 16, device="cuda") + 0.2).requires_grad_()
+    pool = CUDA_POOLS[name]
+    pool(x, t).sum().backward()  # compiles the kernels
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        out = pool(x, t)
+        torch.cuda.synchronize()
+        forward = len([e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA])
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        torch.autograd.grad(out, (x, t), torch.ones_like(out), allow_unused=True)
+        torch.cuda.synchronize()
+        names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert forward <= 2, forward
+    pooling_kernels = [n for n in names if "kernel" in n and ("tdgs" in n or "gated" in n or "stochastic" in n or "s3" in n)]
+    assert len(pooling_kernels) == 1 and len(names) <= 4, names
