@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .windows import pooled_size
+from .windows import memory_format, pooled_size
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +101,8 @@ def _ops():
 
 
 def _like(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``out`` (contiguous) in ``x``'s memory format, as the Triton kernels return it."""
-    return out.contiguous(memory_format=torch.channels_last) if channels_last(x) else out
-
-
-def channels_last(x: torch.Tensor) -> bool:
-    """Whether ``x`` is laid out channels-last (and not also plain contiguous)."""
-    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    """``out`` (contiguous) in ``x``'s memory format, as every kernel returns it."""
+    return out.contiguous(memory_format=memory_format(x))
 
 
 def tdgs_forward(x, temperature, seed, kernel_size, stride, normalize, mode):

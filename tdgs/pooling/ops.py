@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from . import backend
-from .windows import pooled_size
+from .windows import memory_format, pooled_empty, pooled_size
 
 
 def _kernels(x: Tensor):
@@ -31,22 +31,24 @@ def _kernels(x: Tensor):
 
 def _pooled_fake(x: Tensor, kernel_size: int, stride: int) -> Tensor:
     """The output every kernel returns: (B, C, Ho, Wo), ``x``'s dtype and memory format."""
-    height, width = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
-    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty((x.shape[0], x.shape[1], height, width), dtype=x.dtype, device=x.device, memory_format=fmt)
+    return pooled_empty(x, *pooled_size(x.shape[2], x.shape[3], kernel_size, stride))
 
 
 def _input_grad_fake(x: Tensor) -> Tensor:
-    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    """d/dx as every kernel returns it: ``x``'s shape, dtype and memory format."""
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
+
+
+def _parameter_grad_dtype(x: Tensor) -> torch.dtype:
+    """The dtype of the per-window (TDGS) or per-plane (gated) parameter gradients: the input's
+    for the C++ kernels, float32 for the Triton kernels."""
+    return x.dtype if backend.kernels_for(x) == "cpp" else torch.float32
 
 
 def _per_window_grad_fake(x: Tensor, kernel_size: int, stride: int) -> Tensor:
-    """TDGS's d/dT per window: float32 (Triton) or the input's dtype (C++), (B, C, Ho, Wo)."""
+    """TDGS's d/dT per window, (B, C, Ho, Wo)."""
     height, width = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
-    dtype = x.dtype if x.device.type == "cpu" and x.dtype in backend.CPP_DTYPES and backend.selected() != "triton" else torch.float32
-    return torch.empty((x.shape[0], x.shape[1], height, width), dtype=dtype, device=x.device)
+    return torch.empty((x.shape[0], x.shape[1], height, width), dtype=_parameter_grad_dtype(x), device=x.device)
 
 
 # ---- TDGS --------------------------------------------------------------------------------------
@@ -118,8 +120,7 @@ def gated_pool_backward(
 @gated_pool_backward.register_fake
 def _(grad, x, mask, bias, kernel_size, stride):
     columns = 1 if mask is None else kernel_size * kernel_size + 1
-    dtype = x.dtype if x.device.type == "cpu" and x.dtype in backend.CPP_DTYPES and backend.selected() != "triton" else torch.float32
-    return _input_grad_fake(x), x.new_empty((x.shape[0] * x.shape[1], columns), dtype=dtype)
+    return _input_grad_fake(x), x.new_empty((x.shape[0] * x.shape[1], columns), dtype=_parameter_grad_dtype(x))
 
 
 def _gated_setup(ctx, inputs, output) -> None:

@@ -14,6 +14,19 @@ def pooled_size(height: int, width: int, kernel_size: int, stride: int) -> tuple
     return (height - kernel_size) // stride + 1, (width - kernel_size) // stride + 1
 
 
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout of a kernel's outputs and input gradients: channels-last for a channels-last
+    input (as ``F.max_pool2d`` keeps it), else contiguous."""
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def pooled_empty(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """An uninitialised (B, C, height, width) output in ``x``'s dtype, device and memory format."""
+    shape = (x.shape[0], x.shape[1], height, width)
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
+
+
 def windows(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
     """The values of every pooling window, row-major within the window.
 

@@ -17,7 +17,7 @@ import torch
 import triton
 
 from .. import backend
-from ..windows import pooled_size
+from ..windows import memory_format, pooled_empty, pooled_size
 from . import classic, philox, tdgs
 
 NORMALIZE_CODES = {"none": tdgs.NONE, "l1": tdgs.L1, "l2": tdgs.L2, "max": tdgs.MAX}
@@ -38,25 +38,14 @@ def _pad(window: int) -> int:
     return triton.next_power_of_2(window)
 
 
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    return torch.channels_last if channels_last else torch.contiguous_format
-
-
-def pooled_empty(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """An uninitialised (B, C, height, width) output in ``x``'s dtype, device and memory format."""
-    return torch.empty((x.shape[0], x.shape[1], height, width), dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
-
-
 def _grad_input(x: torch.Tensor, kernel_size: int, stride: int, out_h: int, out_w: int):
     """(buffer for d/dx, whether windows overlap): uninitialised where the windows tile the input
     exactly, zeros where some elements are in no window, float32 zeros where windows overlap
     (atomic adds)."""
     overlap = stride < kernel_size
     exact = stride == kernel_size and out_h * stride == x.shape[2] and out_w * stride == x.shape[3]
-    fmt = _memory_format(x)
     dtype = torch.float32 if overlap else x.dtype
-    buffer = torch.empty(x.shape, dtype=dtype, device=x.device, memory_format=fmt)
+    buffer = torch.empty(x.shape, dtype=dtype, device=x.device, memory_format=memory_format(x))
     return (buffer if exact else buffer.zero_()), overlap
 
 
@@ -202,7 +191,7 @@ def s3_forward(x, seed, kernel_size, stride, grid_size, training):
 
 def s3_backward(grad, x, seed, kernel_size, stride, grid_size, training):
     out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
-    grad_x = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=_memory_format(x)).zero_()
+    grad_x = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=memory_format(x)).zero_()
     windows = grad.numel()
     if windows:
         meta = _s3_meta(kernel_size, stride, grid_size, training)
