@@ -1,6 +1,7 @@
-"""Per-epoch checkpoints: model, optimizer, every RNG state, the epoch and the metrics so far,
-written atomically and readable with ``torch.load(weights_only=True)``. The previous checkpoint
-is kept, so that a damaged last one still leaves a good state to resume from."""
+"""Per-epoch checkpoints: model, optimizer, the gradient scaler (``scaler``, 16-mixed runs only;
+a checkpoint without it resumes with a fresh scaler), every RNG state, the epoch and the metrics
+so far, written atomically and readable with ``torch.load(weights_only=True)``. The previous
+checkpoint is kept, so that a damaged last one still leaves a good state to resume from."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
-KEYS = {"epoch", "model", "optimizer", "rng", "metrics", "summary", "identity"}
+KEYS = {"epoch", "model", "optimizer", "rng", "metrics", "summary", "identity"}  # required; "scaler" is optional
 
 
 def rng_states() -> dict:

@@ -67,6 +67,8 @@ class TrainerConfig:
     threads: Optional[int] = None  # torch CPU threads; None = torch's default
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
     probe_size: int = 500  # test images used to summarise input-dependent pooler state (gated)
+    precision: str = "32"  # 32 | bf16-mixed | 16-mixed (autocast; 16-mixed adds a gradient scaler)
+    compile: str = "auto"  # auto | none | inductor | graph (CUDA graphs); auto = graph on CUDA, none on the CPU
 
 
 @dataclass

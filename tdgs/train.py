@@ -1,6 +1,7 @@
 """The training run (SPEC.md section 3): seed, load the data whole onto the device, build the
-deck's CNN with the chosen pooler, train with Adam and cross-entropy, evaluate every epoch, and
-write the run folder's files (see :mod:`tdgs.results`). One flat function, :func:`train`."""
+deck's CNN with the chosen pooler, train with Adam and cross-entropy (the step, its precision and
+compile mode: :mod:`tdgs.step`), evaluate every epoch, and write the run folder's files (see
+:mod:`tdgs.results`). One flat function, :func:`train`."""
 
 from __future__ import annotations
 
@@ -25,17 +26,11 @@ from .checkpoint import CHECKPOINT, load_checkpoint, rng_states, save_checkpoint
 from .data import Splits, load_dataset
 from .model import PoolingCNN
 from .results import CONFIG, METRICS, SUMMARY, TEMPERATURES, write_csv_atomic, write_text_atomic
+from .step import TrainStep, autocast, make_adam, resolve_mode
 from .summaries import pooler_summary, temperature_table
-from .validate import ConfigError, validate
+from .validate import ConfigError, resolve_device, validate
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as torch reads it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -57,13 +52,17 @@ def batches(images: torch.Tensor, labels: torch.Tensor, size: int, order: torch.
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (percent) over a whole split, in evaluation mode."""
+def evaluate(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, precision: str = "32"
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (percent) over a whole split, in evaluation mode, with the
+    training's autocast ``precision``."""
     model.eval()
     loss_sum, correct = 0.0, 0
     for x, y in batches(images, labels, batch_size):
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        with autocast(precision, x.device):
+            logits = model(x)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
     model.train()
     return loss_sum / len(labels), 100.0 * correct / len(labels)
@@ -105,9 +104,12 @@ def stop_requests():
 
 def identity(cfg: DictConfig) -> dict:
     """What must match for a checkpoint to be resumed: the data (not where it lives), the pooler,
-    the optimisation and the seed; ``trainer.epochs`` may grow."""
+    the optimisation and the seed; ``trainer.epochs`` may grow, and the compile mode and device
+    may change (they do not change what is computed)."""
     dataset = {k: v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items() if k not in ("root", "source", "download")}
     trainer = {k: cfg.trainer[k] for k in ("batch_size", "lr", "deterministic")}
+    if cfg.trainer.precision != "32":  # left out for 32, so that checkpoints from before precision existed still match
+        trainer["precision"] = cfg.trainer.precision
     pooler = OmegaConf.to_container(cfg.pooler, resolve=True)
     return {"dataset": str(dataset), "pooler": str(pooler), "trainer": str(trainer), "seed": cfg.seed}
 
@@ -139,6 +141,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         "train_seconds": 0.0,
         "data_seconds": 0.0,
         "device": str(cfg.device),
+        "precision": trainer.precision,
+        "compile": trainer.compile,  # the mode run once resolved (auto -> graph or none)
         "status": "failed",
         "error": "",
     }
@@ -153,13 +157,21 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             torch.set_num_threads(trainer.threads)
         seed_everything(cfg.seed, trainer.deterministic)
         device = resolve_device(cfg.device)
-        summary["device"] = str(device)
+        mode = resolve_mode(trainer.compile, device)
+        summary.update(device=str(device), compile=mode)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # graph capture and its streams use the current device
+            torch.backends.cudnn.benchmark = not trainer.deterministic
         start = time.perf_counter()
         data: Splits = load_dataset(**OmegaConf.to_container(cfg.dataset, resolve=True)).to(device)
         summary["data_seconds"] = time.perf_counter() - start
         options = {k: v for k, v in pooler.items() if k != "pooler" and v is not None}
         model = PoolingCNN(pooler["pooler"], data.image_shape, data.num_classes, **options).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=trainer.lr)
+        optimizer = make_adam(model.parameters(), trainer.lr, device=device, mode=mode)
+        step = TrainStep(
+            model, optimizer, data.train_images, data.train_labels,
+            batch_size=trainer.batch_size, precision=trainer.precision, mode=mode, device=device,
+        )
         probe = data.test_images[: trainer.probe_size].float().div(255)
         first_epoch = 1
         if wants_resume(cfg):
@@ -174,6 +186,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             else:
                 model.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
+                if step.scaler is not None and state.get("scaler"):  # checkpoints without one: a fresh scaler
+                    step.scaler.load_state_dict(state["scaler"])
                 set_rng_states(state["rng"])
                 metrics = list(state["metrics"])
                 summary.update(state["summary"])
@@ -192,32 +206,23 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             for epoch in range(first_epoch, trainer.epochs + 1):
                 start = time.perf_counter()
                 order = torch.randperm(len(data.train_labels), device=device)
-                loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
-                steps = tqdm(
-                    batches(data.train_images, data.train_labels, trainer.batch_size, order),
-                    total=-(-len(order) // trainer.batch_size),
-                    desc=f"epoch {epoch}/{trainer.epochs}",
-                    disable=not show_progress,
-                    leave=False,
-                )
-                for x, y in steps:
-                    logits = model(x)
-                    loss = F.cross_entropy(logits, y)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    loss_sum += loss.detach() * len(y)
-                    correct += (logits.detach().argmax(1) == y).sum()
-                    seen += len(y)
+                indices = order.split(trainer.batch_size)  # (batch_size,) each, the last maybe shorter
+                for index in tqdm(indices, desc=f"epoch {epoch}/{trainer.epochs}", disable=not show_progress, leave=False):
+                    step(index)
                     if stop:
                         raise Interrupted(stop[0])
-                train_loss, train_acc = loss_sum.item() / seen, 100.0 * correct.item() / seen
-                if not math.isfinite(train_loss):  # checked once per epoch: no device sync per step
+                totals = step.take_totals()  # the one device sync of the epoch's training
+                train_loss = totals.loss_sum / totals.images if totals.images else math.nan
+                train_acc = 100.0 * totals.correct / totals.images if totals.images else math.nan
+                if not math.isfinite(train_loss):  # over counted steps: a skipped (16-mixed) step is no divergence
+                    skipped = f" ({totals.skipped_steps} of {len(indices)} steps skipped)" if totals.skipped_steps else ""
                     raise TrainingDiverged(
-                        f"the training loss became {train_loss} in epoch {epoch}; stopped, keeping the "
+                        f"the training loss became {train_loss} in epoch {epoch}{skipped}; stopped, keeping the "
                         f"{epoch - 1} finished epoch(s) (try a smaller trainer.lr)"
                     )
-                test_loss, test_acc = evaluate(model, data.test_images, data.test_labels, trainer.eval_batch_size)
+                test_loss, test_acc = evaluate(
+                    model, data.test_images, data.test_labels, trainer.eval_batch_size, trainer.precision
+                )
                 seconds = time.perf_counter() - start
                 metrics.append(
                     {
@@ -227,6 +232,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                         "test_loss": test_loss,
                         "test_acc": test_acc,
                         "seconds": seconds,
+                        "skipped_steps": totals.skipped_steps,
                         **pooler_summary(model, probe),
                     }
                 )
@@ -238,6 +244,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                     best_epoch=best["epoch"],
                     train_loss=train_loss,
                     train_seconds=summary["train_seconds"] + seconds,
+                    compile=step.mode,  # none if graph capture failed
                 )
                 write_csv_atomic(run_dir / METRICS, metrics)
                 save_checkpoint(
@@ -246,6 +253,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                         "epoch": epoch,
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
+                        **({"scaler": step.scaler.state_dict()} if step.scaler is not None else {}),
                         "rng": rng_states(),
                         "metrics": metrics,
                         "summary": {k: summary[k] for k in ("epochs_done", "test_acc", "best_test_acc", "best_epoch", "train_loss", "train_seconds")},

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import re
+from functools import partial
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .pooling import create_pooler
-from .pooling.checks import check_positive_float, check_positive_int
+from .pooling.checks import check_choice, check_positive_float, check_positive_int
+from .step import COMPILE_CHOICES, PRECISIONS
 
 
 class ConfigError(ValueError):
@@ -44,6 +46,8 @@ def check_trainer(trainer: DictConfig) -> None:
     if trainer.threads is not None:
         _check(check_positive_int, "trainer.threads", trainer.threads)
     _check(check_positive_float, "trainer.lr", trainer.lr)
+    _check(partial(check_choice, allowed=tuple(PRECISIONS)), "trainer.precision", trainer.precision)
+    _check(partial(check_choice, allowed=COMPILE_CHOICES), "trainer.compile", trainer.compile)
 
 
 def check_device(device: str) -> None:
@@ -55,6 +59,36 @@ def check_device(device: str) -> None:
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
             raise ConfigError(f"device={device} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as torch reads it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether CUDA ``device`` computes in bfloat16 natively (compute capability 8.0 or newer; older
+    GPUs only emulate it, more slowly than float32). ``cuda`` without an index is the current one."""
+    if device.index is None:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    with torch.cuda.device(device):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def check_step(trainer: DictConfig, device: torch.device) -> None:
+    """trainer.precision and trainer.compile on the device the run will use."""
+    if trainer.compile == "graph" and device.type != "cuda":
+        raise ConfigError(
+            f"trainer.compile=graph (CUDA graphs) needs a CUDA device, but this run uses {device}; "
+            "use trainer.compile=none or inductor (auto picks none on the CPU)"
+        )
+    if trainer.precision == "bf16-mixed" and device.type == "cuda" and not native_bf16(device):
+        raise ConfigError(
+            f"trainer.precision=bf16-mixed but {torch.cuda.get_device_name(device)} has no native bfloat16; "
+            "use trainer.precision=16-mixed or 32"
+        )
 
 
 def check_dataset(dataset: DictConfig) -> None:
@@ -78,4 +112,5 @@ def validate(cfg: DictConfig) -> None:
     check_pooler(cfg.pooler)
     check_trainer(cfg.trainer)
     check_device(cfg.device)
+    check_step(cfg.trainer, resolve_device(cfg.device))
     check_dataset(cfg.dataset)
