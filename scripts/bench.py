@@ -2,9 +2,12 @@
 
 1. poolers: forward+backward of every pooler (training, and each evaluation mode that differs)
    against ``F.max_pool2d`` at the deck's CIFAR CNN's pooling shapes; also the pure-PyTorch
-   reference TDGS and the original (seed) TDGS code.
-2. train steps: one Adam step of the deck's CNN (MNIST and CIFAR geometry) per pooler, against the
-   max-pooling CNN, and the CNN with the original TDGS code as the baseline.
+   reference TDGS and the original (seed) TDGS code. On CUDA in float32 and bfloat16, each
+   eagerly and captured in a CUDA graph (the launch overhead gone).
+2. train steps: one training step of the deck's CNN (MNIST and CIFAR geometry) as ``tdgs-train``
+   runs it (:class:`tdgs.step.TrainStep`: batch gather, forward, loss, backward, Adam) per pooler,
+   against the max-pooling CNN in the same mode, and the CNN with the original TDGS code run
+   eagerly as the baseline. On CUDA eagerly and as one CUDA graph (``trainer.compile=graph``).
 3. epoch: images/s of the training loop over in-memory data (``tdgs.train.batches``) and the share
    of the time spent fetching batches, against the original per-sample DataLoader + ToTensor.
 4. memory: peak memory of a training step (CPU: resident-memory high-water mark of a fresh process
@@ -14,7 +17,7 @@ Times are medians over interleaved rounds (each candidate once per round, so slo
 machine hit all alike); ratios are measured in one process. Prints Markdown tables and writes one
 CSV per table under ``outputs/bench/``.
 
-    python scripts/bench.py [--reps 15] [--batch 64] [--device cpu] [--threads N] [--quick]
+    python scripts/bench.py [--reps 15] [--batch 64] [--device cpu|cuda] [--precision 32] [--threads N] [--quick]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import itertools
 import statistics
 import subprocess
 import sys
@@ -37,6 +41,7 @@ from tdgs.model import PoolingCNN
 from tdgs.pooling import POOLERS, backend, create_pooler
 from tdgs.pooling.windows import pooled_size
 from tdgs.report.tables import markdown
+from tdgs.step import TrainStep, make_adam
 from tdgs.train import batches
 
 POOL_SHAPES = [(16, 32, 32), (32, 16, 16), (64, 8, 8)]  # (C, H, W) at the deck's CIFAR CNN's pools
@@ -120,52 +125,77 @@ def interleaved_medians(fns: dict, reps: int, inner: int, device: torch.device) 
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+def graphed(fn, device: torch.device):
+    """``fn`` captured in a CUDA graph, as the function that replays it (after warm-up calls on a
+    side stream, as torch's recipe says)."""
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def modes_on(device: torch.device) -> list[str]:
+    """How each candidate is run: eagerly, and on CUDA also replayed from a CUDA graph."""
+    return ["eager", "graph"] if device.type == "cuda" else ["eager"]
+
+
 def bench_poolers(args, device) -> pd.DataFrame:
     rows = []
-    for channels, height, width in POOL_SHAPES:
-        x = torch.rand(args.batch, channels, height, width, device=device, requires_grad=True)
-        grad = torch.ones(args.batch, channels, height // 2, width // 2, device=device)
+    dtypes = [torch.float32, torch.bfloat16] if device.type == "cuda" else [torch.float32]
+    for dtype, (channels, height, width) in itertools.product(dtypes, POOL_SHAPES):
+        x = torch.rand(args.batch, channels, height, width, device=device, dtype=dtype, requires_grad=True)
+        grad = torch.ones(args.batch, channels, height // 2, width // 2, device=device, dtype=dtype)
         fns = {}
         for name, module in pooler_candidates(channels, height, width).items():
             if isinstance(module, nn.Module):
-                module.to(device)
+                module.to(device)  # parameters stay float32, as under autocast
             # autograd.grad: the input's gradient is computed, not accumulated into x.grad
-            fns[name] = lambda m=module: torch.autograd.grad(m(x), x, grad)
+            fn = lambda m=module: torch.autograd.grad(m(x), x, grad)  # noqa: E731
+            fns[name, "eager"] = fn
+            if device.type == "cuda":
+                fns[name, "graph"] = graphed(fn, device)
         medians = interleaved_medians(fns, args.reps, args.inner, device)
         shape = f"({args.batch},{channels},{height},{width})"
-        for name, seconds in medians.items():
-            rows.append({"shape": shape, "pooler": name, "ms": 1e3 * seconds, "ratio": seconds / medians["F.max_pool2d"]})
+        for (name, mode), seconds in medians.items():
+            baseline = medians["F.max_pool2d", mode]
+            rows.append({"dtype": str(dtype).removeprefix("torch."), "mode": mode, "shape": shape, "pooler": name,
+                         "ms": 1e3 * seconds, "ratio": seconds / baseline})
     return pd.DataFrame(rows)
 
 
 def bench_train_steps(args, device) -> pd.DataFrame:
     rows = []
+    modes = {"eager": "none", "graph": "graph"}
     for dataset, image_shape in GEOMETRIES.items():
-        x = torch.rand(args.batch, *image_shape, device=device)
-        y = torch.randint(0, 10, (args.batch,), device=device)
+        count = 8 * args.batch  # a small training set on the device, cycled through
+        images = torch.randint(0, 256, (count, *image_shape), dtype=torch.uint8, device=device)
+        labels = torch.randint(0, 10, (count,), device=device)
         fns = {}
-        for name in [*POOLERS, SEED_CODE]:
+        for name, mode in itertools.product([*POOLERS, SEED_CODE], modes_on(device)):
             model = build_cnn(name, image_shape).to(device)
             # lr 0: Adam does all its work but the weights stay put, so that hundreds of steps on
-            # one batch cannot drift the model into another numerical regime during the timing
-            optimizer = torch.optim.Adam(model.parameters(), lr=0.0)
-
-            def step(model=model, optimizer=optimizer):
-                loss = F.cross_entropy(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-
-            fns[name] = step
+            # a few batches cannot drift the model into another numerical regime during the timing
+            optimizer = make_adam(model.parameters(), 0.0, device=device, mode=modes[mode])
+            step = TrainStep(model, optimizer, images, labels, batch_size=args.batch, precision=args.precision,
+                             mode=modes[mode], device=device)
+            order = itertools.cycle(torch.arange(count, device=device).split(args.batch))
+            fns[name, mode] = lambda step=step, order=order: step(next(order))
         medians = interleaved_medians(fns, args.reps, args.step_inner, device)
-        for name, seconds in medians.items():
+        for (name, mode), seconds in medians.items():
             rows.append(
                 {
                     "dataset": dataset,
+                    "mode": mode,
                     "pooler": name,
                     "ms": 1e3 * seconds,
-                    "ratio_to_max": seconds / medians["max"],
-                    "speedup_over_original": medians[SEED_CODE] / seconds,
+                    "ratio_to_max": seconds / medians["max", mode],
+                    "speedup_over_original": medians[SEED_CODE, "eager"] / seconds,  # the original code's eager step
                 }
             )
     return pd.DataFrame(rows)
@@ -317,6 +347,7 @@ def main() -> None:
     parser.add_argument("--epoch-steps", type=int, default=150, help="batches in the epoch measurement")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="32", choices=["32", "bf16-mixed", "16-mixed"], help="train steps' precision")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke run, not a measurement")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
@@ -343,14 +374,18 @@ def main() -> None:
 
     poolers = bench_poolers(args, device)
     poolers.to_csv(args.out / f"poolers_{tag}.csv", index=False)
-    print("## Poolers: forward+backward, median ms (ratio to F.max_pool2d)\n")
-    print(markdown(wide(poolers, "pooler", "shape", lambda r: f"{r.ms:.2f} ({r.ratio:.2f}x)")) + "\n")
+    for (dtype, mode), table in poolers.groupby(["dtype", "mode"], sort=False):
+        print(f"## Poolers: forward+backward, {dtype}, {mode}: median ms (ratio to F.max_pool2d)\n")
+        print(markdown(wide(table, "pooler", "shape", lambda r: f"{r.ms:.3f} ({r.ratio:.2f}x)")) + "\n")
 
     steps = bench_train_steps(args, device)
     steps.to_csv(args.out / f"train_steps_{tag}.csv", index=False)
-    print("## CNN train step (forward, loss, backward, Adam): median ms (ratio to max; speed-up over the original TDGS)\n")
-    cell = lambda r: f"{r.ms:.1f} ({r.ratio_to_max:.2f}x; {r.speedup_over_original:.1f}x)"  # noqa: E731
-    print(markdown(wide(steps, "pooler", "dataset", cell)) + "\n")
+    print(
+        f"## CNN train step (batch gather, forward, loss, backward, Adam; precision {args.precision}): median ms "
+        "(ratio to max in the same mode; speed-up over the original TDGS code's eager step)\n"
+    )
+    cell = lambda r: f"{r.ms:.2f} ({r.ratio_to_max:.2f}x; {r.speedup_over_original:.1f}x)"  # noqa: E731
+    print(markdown(wide(steps.assign(column=steps.dataset + " " + steps["mode"]), "pooler", "column", cell)) + "\n")
 
     epoch = bench_epoch(args, device)
     epoch.to_csv(args.out / f"epoch_{tag}.csv", index=False)

@@ -73,3 +73,7 @@ def report_main() -> None:
     from .report.main import main
 
     sys.exit(main())
+
+
+if __name__ == "__main__":  # python -m tdgs.cli: tdgs-train without the installed script
+    train_main()

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The GPU check, for a machine with one CUDA GPU and the project's dependencies installed: the tests
+# marked `cuda`, the CUDA benchmark (scripts/bench.py --device cuda), a 2-epoch TDGS training per
+# precision and compile mode, and the end-to-end goal run (10 epochs, TDGS and max pooling); then one
+# summary, OUT_DIR/summary.md, with every figure the GPU goals need. About 8 minutes.
+#
+#   scripts/gpu_check.sh [OUT_DIR]     default outputs/gpu_check/<date>_<time>
+#   PYTHON=python3                     the interpreter that has torch, triton and hydra
+#   FASHION_MNIST=DIR                  a folder with the four Fashion-MNIST IDX(.gz) files; without it
+#                                      the trainings use the synthetic set (CIFAR geometry)
+#   DEVICE=cuda                        DEVICE=cpu QUICK=1: a smoke run of this script on a CPU (tests)
+#
+# Every step runs under a time limit with its output in OUT_DIR/<step>.log; a failed step is noted
+# and the others still run; the exit code is 1 if any step failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+device=${DEVICE:-cuda}
+quick=${QUICK:-0}
+out=${1:-outputs/gpu_check/$(date +%Y-%m-%d_%H-%M-%S)}
+mkdir -p "$out"
+echo "step,exit_code,seconds" > "$out/steps.csv"
+
+step() {  # NAME LIMIT_S COMMAND...: run COMMAND with a time limit, log it, record how it ended
+  local name=$1 limit=$2 start=$SECONDS rc
+  shift 2
+  echo "== $name"
+  timeout "$limit" "$@" > "$out/$name.log" 2>&1
+  rc=$?
+  echo "$name,$rc,$((SECONDS - start))" >> "$out/steps.csv"
+  [[ $rc == 0 ]] || echo "   $name failed (exit $rc), see $out/$name.log"
+}
+
+train=("$python" -m tdgs.cli trainer.progress=false "device=$device")  # tdgs-train, from this source tree
+
+if [[ -n "${FASHION_MNIST:-}" ]]; then
+  data=(dataset=fashion_mnist "dataset.source=$FASHION_MNIST" "dataset.root=$out/data")
+else
+  data=(dataset=synthetic dataset.geometry=cifar dataset.train_size=20000 dataset.test_size=2000)
+fi
+reps=15 epochs=10 modes=(none inductor graph)
+if [[ $quick == 1 ]]; then
+  data=(dataset=synthetic dataset.train_size=256 dataset.test_size=128) reps=2 epochs=1
+fi
+[[ $device == cuda ]] || modes=(none)  # inductor takes minutes to compile on a small CPU; graph needs CUDA
+
+"$python" - > "$out/machine.txt" 2>&1 <<'EOF'
+import platform, torch
+print(f"date: {__import__('datetime').datetime.now():%Y-%m-%d %H:%M}")
+print(f"gpu: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
+print(f"python {platform.python_version()}, torch {torch.__version__}", end="")
+try:
+    import triton
+    print(f", triton {triton.__version__}")
+except ImportError:
+    print(", no triton")
+EOF
+
+step tests 180 "$python" -m pytest -q -m cuda -p no:cacheprovider tests
+bench_args=(--device "$device" --reps "$reps" --out "$out/bench")
+[[ $quick == 1 ]] && bench_args+=(--quick)
+step bench 300 "$python" scripts/bench.py "${bench_args[@]}"
+
+# every precision and compile mode, 2 epochs; three runs at a time (one per precision), so their
+# seconds are not timings (the benchmark and the end-to-end runs below are)
+for mode in "${modes[@]}"; do
+  for precision in 32 bf16-mixed 16-mixed; do
+    name="train_${precision}_${mode}"
+    step "$name" 240 "${train[@]}" pooler=tdgs trainer.epochs=2 "trainer.precision=$precision" "trainer.compile=$mode" \
+      "${data[@]}" "hydra.run.dir=$out/train/$name" &
+  done
+  wait
+done
+
+# the end-to-end goal: tdgs-train with the defaults (compile=auto), 10 epochs, TDGS and max pooling, alone
+for pooler in tdgs max; do
+  step "e2e_$pooler" 150 "${train[@]}" "pooler=$pooler" "trainer.epochs=$epochs" "${data[@]}" "hydra.run.dir=$out/e2e/$pooler"
+done
+
+"$python" - "$out" > "$out/summary.md" <<'EOF'
+"""One Markdown summary of everything the GPU check measured."""
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from tdgs.report.tables import markdown
+
+out = Path(sys.argv[1])
+print(f"# GPU check\n\n{(out / 'machine.txt').read_text()}")
+print("## Steps\n\n" + markdown(pd.read_csv(out / "steps.csv")) + "\n")
+tests = (out / "tests.log").read_text().strip().splitlines()
+print(f"## Tests marked cuda\n\n{tests[-1] if tests else '(no output)'}\n")
+
+
+def pivot(table, columns, cell):
+    table = table.assign(cell=table.apply(cell, axis=1), column=table[columns].astype(str).agg(" ".join, axis=1))
+    wide = table.pivot(index="pooler", columns="column", values="cell")
+    return wide.loc[list(dict.fromkeys(table.pooler)), list(dict.fromkeys(table.column))].reset_index()
+
+
+bench = out / "bench"
+for name, title, columns, cell in [
+    ("poolers", "Poolers, forward+backward: ms (ratio to F.max_pool2d in the same dtype and mode)",
+     ["dtype", "mode", "shape"], lambda r: f"{r.ms:.3f} ({r.ratio:.2f}x)"),
+    ("train_steps", "CNN train step: ms (ratio to max in the same mode; speed-up over the original code's eager step)",
+     ["dataset", "mode"], lambda r: f"{r.ms:.2f} ({r.ratio_to_max:.2f}x; {r.speedup_over_original:.1f}x)"),
+    ("memory", "Peak memory of a training step: MB (ratio to max)", ["dataset"], lambda r: f"{r.peak_mb:.1f} ({r.ratio_to_max:.2f}x)"),
+]:
+    files = sorted(bench.glob(f"{name}_*.csv"))
+    if files:
+        print(f"## {title}\n\n" + markdown(pivot(pd.read_csv(files[0]), columns, cell)) + "\n")
+
+runs = []
+for summary in sorted(out.glob("*/*/summary.csv")):
+    row = pd.read_csv(summary).iloc[0]
+    runs.append({"run": f"{summary.parent.parent.name}/{summary.parent.name}", **{k: row.get(k) for k in (
+        "dataset", "pooler", "precision", "compile", "epochs_done", "status", "test_acc", "train_seconds", "error")}})
+if runs:
+    runs = pd.DataFrame(runs)
+    print("## Trainings (train/: three at a time, so their seconds are not timings; e2e/: alone)\n")
+    print(markdown(runs.round(2)) + "\n")
+    e2e = runs[runs.run.str.startswith("e2e/")].set_index("pooler")
+    if {"tdgs", "max"} <= set(e2e.index):
+        ratio = e2e.train_seconds["tdgs"] / e2e.train_seconds["max"]
+        print(f"End to end: TDGS {e2e.train_seconds['tdgs']:.1f} s, max {e2e.train_seconds['max']:.1f} s "
+              f"({ratio:.2f}x), test accuracy {e2e.test_acc['tdgs']:.2f}% / {e2e.test_acc['max']:.2f}%\n")
+EOF
+echo "gpu_check: summary in $out/summary.md"
+! awk -F, 'NR > 1 && $2 != 0 { bad = 1 } END { exit !bad }' "$out/steps.csv"  # exit 1 if a step failed
