@@ -102,7 +102,7 @@ def _ops():
 
 def _like(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``out`` (contiguous) in ``x``'s memory format, as every kernel returns it."""
-    return out.contiguous(memory_format=memory_format(x))
+    return out if x.is_contiguous() else out.contiguous(memory_format=memory_format(x))
 
 
 def tdgs_forward(x, temperature, seed, kernel_size, stride, normalize, mode):
