@@ -160,7 +160,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         mode = resolve_mode(trainer.compile, device)
         summary.update(device=str(device), compile=mode)
         if device.type == "cuda":
-            torch.cuda.set_device(device)  # graph capture and its streams use the current device
+            if device.index is not None:  # graph capture and its streams use the current device
+                torch.cuda.set_device(device)
             torch.backends.cudnn.benchmark = not trainer.deterministic
         start = time.perf_counter()
         data: Splits = load_dataset(**OmegaConf.to_container(cfg.dataset, resolve=True)).to(device)

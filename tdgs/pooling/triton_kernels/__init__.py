@@ -20,8 +20,8 @@ from .. import backend
 from ..windows import memory_format, pooled_empty, pooled_size
 from . import classic, philox, tdgs
 
-NORMALIZE_CODES = {"none": tdgs.NONE, "l1": tdgs.L1, "l2": tdgs.L2, "max": tdgs.MAX}
-MODE_CODES = {"hard": tdgs.HARD, "soft": tdgs.SOFT, "expectation": tdgs.EXPECTATION, "argmax": tdgs.ARGMAX}
+NORMALIZE_CODES = {"none": tdgs.NONE.value, "l1": tdgs.L1.value, "l2": tdgs.L2.value, "max": tdgs.MAX.value}
+MODE_CODES = {"hard": tdgs.HARD.value, "soft": tdgs.SOFT.value, "expectation": tdgs.EXPECTATION.value, "argmax": tdgs.ARGMAX.value}
 WARPS = 4
 INTERPRETED = backend.triton_interpreted()
 
@@ -109,7 +109,7 @@ def gated_forward(x, mask, bias, kernel_size, stride):
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         classic.gated_forward_kernel[_grid(windows, block)](
-            x, mask_rows, bias_rows, out, windows, x.shape[1], out_h, out_w, *x.stride(), *mask_rows.stride(),
+            x, mask_rows, bias_rows, out, windows, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, *x.stride(), *mask_rows.stride(),
             *bias_rows.stride(), *out.stride(), K=kernel_size, S=stride, KK_PAD=pad, HAS_MASK=mask is not None,
             BLOCK=block, num_warps=WARPS,
         )
@@ -135,7 +135,7 @@ def gated_backward(grad, x, mask, bias, kernel_size, stride):
         pad = _pad(kernel_size * kernel_size)
         block = min(_block(pad), triton.next_power_of_2(out_h * out_w))
         classic.gated_backward_kernel[(per_plane.shape[0],)](
-            grad, x, mask_rows, bias_rows, grad_x, per_plane, x.shape[1], out_h, out_w, *x.stride(),
+            grad, x, mask_rows, bias_rows, grad_x, per_plane, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, *x.stride(),
             *mask_rows.stride(), *bias_rows.stride(), *grad.stride(), *grad_x.stride(), K=kernel_size, S=stride,
             KK_PAD=pad, HAS_MASK=mask is not None, OVERLAP=overlap, BLOCK=max(block, 16), num_warps=WARPS,
         )
@@ -150,7 +150,7 @@ def stochastic_forward(x, seed, kernel_size, stride, training):
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         classic.stochastic_forward_kernel[_grid(windows, block)](
-            x, seed, out, windows, x.shape[1], out_h, out_w, *x.stride(), *out.stride(), K=kernel_size, S=stride,
+            x, seed, out, windows, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, *x.stride(), *out.stride(), K=kernel_size, S=stride,
             KK_PAD=pad, TRAINING=training, BLOCK=block, num_warps=WARPS,
         )
     return out
@@ -164,7 +164,7 @@ def stochastic_backward(grad, x, seed, kernel_size, stride, training):
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         classic.stochastic_backward_kernel[_grid(windows, block)](
-            grad, x, seed, grad_x, windows, x.shape[1], out_h, out_w, *x.stride(), *grad.stride(), *grad_x.stride(),
+            grad, x, seed, grad_x, windows, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, *x.stride(), *grad.stride(), *grad_x.stride(),
             K=kernel_size, S=stride, KK_PAD=pad, TRAINING=training, OVERLAP=overlap, BLOCK=block, num_warps=WARPS,
         )
     return grad_x.to(x.dtype)

@@ -7,7 +7,7 @@ import triton.language as tl
 
 from .philox import s3_line, uniform
 
-TINY = 1.1754943508222875e-38  # float32's smallest normal number
+TINY = tl.constexpr(1.1754943508222875e-38)  # float32's smallest normal number (a kernel reads only constexpr globals)
 
 
 @triton.jit
@@ -21,13 +21,14 @@ def _split(window, C, Ho, Wo):
 
 
 @triton.jit
-def _tile(x_ptr, b, c, row, col, live, sxb, sxc, sxh, sxw, K: tl.constexpr, KK_PAD: tl.constexpr):
-    """The k x k windows with top-left corners (row, col): values (float32, 0 outside) and where
-    they are, shape (BLOCK, KK_PAD); element j is (row + j // k, col + j % k)."""
+def _tile(x_ptr, b, c, row, col, live, H, W, sxb, sxc, sxh, sxw, K: tl.constexpr, KK_PAD: tl.constexpr):
+    """The k x k windows with top-left corners (row, col), clipped at the H x W map's edges (S3's
+    windows reach past them): values (float32, 0 outside) and where they are, shape (BLOCK,
+    KK_PAD); element j is (row + j // k, col + j % k)."""
     j = tl.arange(0, KK_PAD)[None, :]
     rows = row[:, None] + j // K
     cols = col[:, None] + j % K
-    inside = live[:, None] & (j < K * K)
+    inside = live[:, None] & (j < K * K) & (rows < H) & (cols < W)
     a = tl.load(x_ptr + b[:, None] * sxb + c[:, None] * sxc + rows * sxh + cols * sxw, mask=inside, other=0.0)
     return a.to(tl.float32), rows, cols, inside
 
@@ -59,13 +60,13 @@ def _gated_window(a, inside, live, w, bias, HAS_MASK: tl.constexpr, KK: tl.const
 
 
 @triton.jit
-def gated_forward_kernel(x_ptr, mask_ptr, bias_ptr, out_ptr, windows, C, Ho, Wo, sxb, sxc, sxh, sxw, smr, smj, sbr,
+def gated_forward_kernel(x_ptr, mask_ptr, bias_ptr, out_ptr, windows, C, H, W, Ho, Wo, sxb, sxc, sxh, sxw, smr, smj, sbr,
                          sob, soc, soh, sow, K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr,
                          HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
     b, c, oh, ow = _split(window, C, Ho, Wo)
-    a, rows, cols, inside = _tile(x_ptr, b, c, oh * S, ow * S, live, sxb, sxc, sxh, sxw, K, KK_PAD)
+    a, rows, cols, inside = _tile(x_ptr, b, c, oh * S, ow * S, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
     j = tl.arange(0, KK_PAD)[None, :]
     w = a * 0.0
     if HAS_MASK:
@@ -77,7 +78,7 @@ def gated_forward_kernel(x_ptr, mask_ptr, bias_ptr, out_ptr, windows, C, Ho, Wo,
 
 
 @triton.jit
-def gated_backward_kernel(grad_ptr, x_ptr, mask_ptr, bias_ptr, gx_ptr, gp_ptr, C, Ho, Wo, sxb, sxc, sxh, sxw, smr, smj,
+def gated_backward_kernel(grad_ptr, x_ptr, mask_ptr, bias_ptr, gx_ptr, gp_ptr, C, H, W, Ho, Wo, sxb, sxc, sxh, sxw, smr, smj,
                           sbr, sgb, sgc, sgh, sgw, sxgb, sxgc, sxgh, sxgw, K: tl.constexpr, S: tl.constexpr,
                           KK_PAD: tl.constexpr, HAS_MASK: tl.constexpr, OVERLAP: tl.constexpr, BLOCK: tl.constexpr):
     """One program per plane (b, c): d/dx of its windows, and its sums of d/dmask and d/dbias into
@@ -99,7 +100,7 @@ def gated_backward_kernel(grad_ptr, x_ptr, mask_ptr, bias_ptr, gx_ptr, gp_ptr, C
         ow = position % Wo
         bs = b + position * 0
         cs = c + position * 0
-        a, rows, cols, inside = _tile(x_ptr, bs, cs, oh * S, ow * S, live, sxb, sxc, sxh, sxw, K, KK_PAD)
+        a, rows, cols, inside = _tile(x_ptr, bs, cs, oh * S, ow * S, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
         top, arg, mean, gate = _gated_window(a, inside, live, w, bias, HAS_MASK, K * K)
         g = tl.load(grad_ptr + b * sgb + c * sgc + oh * sgh + ow * sgw, mask=live, other=0.0).to(tl.float32)
         g_logit = g * (top - mean) * gate * (1.0 - gate)
@@ -128,6 +129,7 @@ def _stochastic_pick(a, inside, window, seed_ptr, KK: tl.constexpr, KK_PAD: tl.c
     r0, _, _, _ = tl.philox(tl.load(seed_ptr), lo, (window >> 32).to(tl.uint32), zero, zero)
     total = tl.sum(weight, axis=1)
     below = (tl.cumsum(weight, axis=1) <= (uniform(r0) * total)[:, None]) & (tl.arange(0, KK_PAD)[None, :] < KK)
+    total = tl.where(tl.max(tl.where(inside & (a != a), 1, 0), axis=1) > 0, float("nan"), total)  # NaN: outputs 0
     return tl.minimum(tl.sum(below.to(tl.int32), axis=1), KK - 1), total
 
 
@@ -140,17 +142,18 @@ def _stochastic_mean(a, inside):
     inv_peak = tl.where(peak > 0, 1.0 / tl.maximum(peak, TINY), 0.0)
     p = weight * inv_peak[:, None]
     total = tl.sum(p, axis=1)
-    return inv_peak, total, tl.where(total > 0, tl.sum(p * a, axis=1) / total, 0.0)
+    out = tl.where(total > 0, tl.sum(p * a, axis=1) / total, 0.0)
+    return inv_peak, total, tl.where(tl.max(tl.where(inside & (a != a), 1, 0), axis=1) > 0, float("nan"), out)
 
 
 @triton.jit
-def stochastic_forward_kernel(x_ptr, seed_ptr, out_ptr, windows, C, Ho, Wo, sxb, sxc, sxh, sxw, sob, soc, soh, sow,
+def stochastic_forward_kernel(x_ptr, seed_ptr, out_ptr, windows, C, H, W, Ho, Wo, sxb, sxc, sxh, sxw, sob, soc, soh, sow,
                               K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr, TRAINING: tl.constexpr,
                               BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
     b, c, oh, ow = _split(window, C, Ho, Wo)
-    a, rows, cols, inside = _tile(x_ptr, b, c, oh * S, ow * S, live, sxb, sxc, sxh, sxw, K, KK_PAD)
+    a, rows, cols, inside = _tile(x_ptr, b, c, oh * S, ow * S, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
     if TRAINING:
         pick, total = _stochastic_pick(a, inside, window, seed_ptr, K * K, KK_PAD)
         picked = tl.sum(tl.where(tl.arange(0, KK_PAD)[None, :] == pick[:, None], a, 0.0), axis=1)
@@ -161,13 +164,13 @@ def stochastic_forward_kernel(x_ptr, seed_ptr, out_ptr, windows, C, Ho, Wo, sxb,
 
 
 @triton.jit
-def stochastic_backward_kernel(grad_ptr, x_ptr, seed_ptr, gx_ptr, windows, C, Ho, Wo, sxb, sxc, sxh, sxw,
+def stochastic_backward_kernel(grad_ptr, x_ptr, seed_ptr, gx_ptr, windows, C, H, W, Ho, Wo, sxb, sxc, sxh, sxw,
                                sgb, sgc, sgh, sgw, sxgb, sxgc, sxgh, sxgw, K: tl.constexpr, S: tl.constexpr,
                                KK_PAD: tl.constexpr, TRAINING: tl.constexpr, OVERLAP: tl.constexpr, BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
     b, c, oh, ow = _split(window, C, Ho, Wo)
-    a, rows, cols, inside = _tile(x_ptr, b, c, oh * S, ow * S, live, sxb, sxc, sxh, sxw, K, KK_PAD)
+    a, rows, cols, inside = _tile(x_ptr, b, c, oh * S, ow * S, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
     g = tl.load(grad_ptr + b * sgb + c * sgc + oh * sgh + ow * sgw, mask=live, other=0.0).to(tl.float32)
     if TRAINING:  # the gradient flows only to the sampled element
         pick, total = _stochastic_pick(a, inside, window, seed_ptr, K * K, KK_PAD)
@@ -205,9 +208,9 @@ def s3_forward_kernel(x_ptr, seed_ptr, out_ptr, windows, C, H, W, Ho, Wo, sxb, s
     for p in tl.static_range(REPEAT):
         for q in tl.static_range(REPEAT):
             row, col = _s3_corner(seed_ptr, oh, ow, p, q, H, W, Ho, Wo, S, GRID, PER_BLOCK, G_PAD, TRAINING)
-            a, rows, cols, inside = _tile(x_ptr, b, c, row, col, live, sxb, sxc, sxh, sxw, K, KK_PAD)
-            inside = inside & (rows < H) & (cols < W)  # the -inf padding past the edges
-            total += tl.max(tl.where(inside, a, float("-inf")), axis=1)
+            a, rows, cols, inside = _tile(x_ptr, b, c, row, col, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
+            nan = tl.max(tl.where(inside & (a != a), 1, 0), axis=1) > 0  # max pooling keeps a NaN
+            total += tl.where(nan, float("nan"), tl.max(tl.where(inside, a, float("-inf")), axis=1))
     out = total / (REPEAT * REPEAT)
     tl.store(out_ptr + b * sob + c * soc + oh * soh + ow * sow, out.to(out_ptr.dtype.element_ty), mask=live)
 
@@ -229,8 +232,7 @@ def s3_backward_kernel(grad_ptr, x_ptr, seed_ptr, gx_ptr, windows, C, H, W, Ho, 
     for p in tl.static_range(REPEAT):
         for q in tl.static_range(REPEAT):
             row, col = _s3_corner(seed_ptr, oh, ow, p, q, H, W, Ho, Wo, S, GRID, PER_BLOCK, G_PAD, TRAINING)
-            a, rows, cols, inside = _tile(x_ptr, b, c, row, col, live, sxb, sxc, sxh, sxw, K, KK_PAD)
-            inside = inside & (rows < H) & (cols < W)
+            a, rows, cols, inside = _tile(x_ptr, b, c, row, col, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
             values = tl.where(inside, a, float("-inf"))
             arg = tl.argmax(tl.where(values == values, values, float("-inf")), axis=1, tie_break_left=True)
             target = (j == arg[:, None]) & inside

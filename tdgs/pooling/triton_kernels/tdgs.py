@@ -9,9 +9,10 @@ import triton.language as tl
 
 from .philox import window_uniforms
 
-NONE, L1, L2, MAX = 0, 1, 2, 3  # normalize
-HARD, SOFT, EXPECTATION, ARGMAX = 0, 1, 2, 3  # mode
-TINY = 1.1754943508222875e-38  # float32's smallest normal number, as the reference's clamp
+# globals a kernel reads must be constexprs (the interpreter does not check it; compiling does)
+NONE, L1, L2, MAX = (tl.constexpr(code) for code in range(4))  # normalize
+HARD, SOFT, EXPECTATION, ARGMAX = (tl.constexpr(code) for code in range(4))  # mode
+TINY = tl.constexpr(1.1754943508222875e-38)  # float32's smallest normal number, as the reference's clamp
 
 
 @triton.jit
