@@ -5,6 +5,8 @@ interpreter (set here, before any kernel is defined), so that CI checks them too
 """
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,11 @@ if not torch.cuda.is_available():
 
 from tdgs.pooling import POOLERS, backend  # noqa: E402
 from tdgs.pooling.tdgs import gumbel_noise, kernel_gumbels  # noqa: E402
+
+# tdgs-train as a user runs it: the installed console script, or where there is none (a bare
+# checkout on a GPU machine, the source tree on PYTHONPATH) the module behind it
+_SCRIPT = Path(sys.executable).with_name("tdgs-train")
+TRAIN = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tdgs.cli"]
 
 ALL_POOLERS = list(POOLERS)
 RANDOM_POOLERS = ["stochastic", "s3", "tdgs"]

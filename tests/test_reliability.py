@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import TRAIN
 import torch
 from hydra import compose, initialize_config_dir
 
@@ -20,13 +21,12 @@ import tdgs.train
 from tdgs.cli import CONF_DIR, train_main
 from tdgs.train import TrainingDiverged, train
 
-TRAIN = str(Path(sys.executable).with_name("tdgs-train"))
 SMALL = ["dataset=synthetic", "dataset.train_size=2000", "dataset.test_size=200", "trainer.progress=false"]
 
 
 def run_train(*args, cwd, wait=True):
     env = {**os.environ, "TDGS_DATA_DIR": str(cwd / "data")}
-    command = [TRAIN, *args]
+    command = [*TRAIN, *args]
     if not wait:
         return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
@@ -205,6 +205,6 @@ def test_a_requeued_slurm_job_resumes_by_itself(tmp_path):
     args = [*SMALL, "dataset.train_size=256", "pooler=max", f"hydra.run.dir={run}"]
     assert run_train(*args, "trainer.epochs=1", cwd=tmp_path).returncode == 0
     env = {**os.environ, "TDGS_DATA_DIR": str(tmp_path / "data"), "SLURM_RESTART_COUNT": "1"}
-    done = subprocess.run([TRAIN, *args, "trainer.epochs=2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*TRAIN, *args, "trainer.epochs=2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "resume: continuing" in done.stdout + done.stderr
     assert pd.read_csv(run / "metrics.csv").epoch.tolist() == [1, 2]

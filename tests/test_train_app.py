@@ -3,14 +3,12 @@ temporary folder, on the synthetic set in both geometries and on the digits set.
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import TRAIN
 import yaml
 
-TRAIN = str(Path(sys.executable).with_name("tdgs-train"))
 SPEC_SUMMARY = {"dataset", "pooler", "t0", "seed", "epochs", "test_acc", "best_test_acc", "train_seconds", "status"}
 SPEC_METRICS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"}
 SMALL = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "trainer.epochs=2"]
@@ -18,7 +16,7 @@ SMALL = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128",
 
 def run_train(*args, cwd):
     env = {**os.environ, "TDGS_DATA_DIR": str(cwd / "data")}
-    return subprocess.run([TRAIN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*TRAIN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(
