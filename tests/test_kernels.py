@@ -88,6 +88,30 @@ def test_tdgs_kernel_matches_reference(kernels, dtype, geometry, normalize, mode
         _close(fast_grads[1], slow_grads[1], dtype)
 
 
+@each_kernel_and_dtype
+@pytest.mark.parametrize("rectifier", ["relu", "softplus"])
+@pytest.mark.parametrize("mode", ["hard", "soft", "expectation"])
+@pytest.mark.parametrize("granularity", ["position", "channel"])
+def test_tdgs_kernel_rectifies_theta_as_the_reference(kernels, dtype, rectifier, mode, granularity):
+    """TDGSPool hands the kernels theta: T = rectifier(theta) + eps and theta's gradient, computed
+    inside them, equal the reference's, for negative theta (relu's floor) and large theta too."""
+    shape = (3, 4, 4) if granularity == "position" else (3, 1, 1)
+    theta = (torch.randn(shape, dtype=dtype, device=kernels) * 2).requires_grad_()
+    with torch.no_grad():
+        theta.view(-1)[0], theta.view(-1)[1] = -3.0, 25.0  # below relu's floor, above softplus's threshold
+    x = (torch.randn(2, 3, 8, 8, dtype=dtype, device=kernels) + 0.3).requires_grad_()
+    training = mode != "expectation"
+    options = dict(hard=mode != "soft", training=training, rectifier=rectifier, eps=0.1)
+    torch.manual_seed(4)
+    gumbels = kernel_gumbels(backend.draw_seed(kernels), (2, 3, 4, 4, 4), dtype) if training else None
+    fast = (torch.manual_seed(4), tdgs_pool2d(x, theta, **options))[1]
+    with backend.use("reference"):
+        slow = tdgs_pool2d(x, theta, **options, gumbels=gumbels)
+    _close(fast, slow, dtype)
+    for got, want in zip(*(torch.autograd.grad(out.sin().sum(), (x, theta)) for out in (fast, slow))):
+        _close(got, want, dtype)
+
+
 @pytest.mark.parametrize("normalize", NORMALIZATIONS)
 def test_cpp_tdgs_kernel_soft_sample_gradcheck(normalize):
     """With its key fixed the soft sample is a smooth function: finite differences agree (float64,
@@ -95,7 +119,7 @@ def test_cpp_tdgs_kernel_soft_sample_gradcheck(normalize):
     x = (torch.rand(2, 3, 6, 6, dtype=torch.float64) + 0.1).requires_grad_()
     t = (torch.rand(3, 3, 3, dtype=torch.float64) + 0.5).requires_grad_()
     seed = torch.tensor(1234)
-    assert gradcheck(lambda x, t: ops.apply(ops.TDGS, "cpp", x, t, seed, 2, 2, normalize, "soft"), (x, t))
+    assert gradcheck(lambda x, t: ops.apply(ops.TDGS, "cpp", x, t, seed, 2, 2, normalize, "soft", "none", 0.0), (x, t))
 
 
 @pytest.mark.parametrize("kernels", KERNEL_BACKENDS, indirect=True)
@@ -338,14 +362,15 @@ def _op_cases(device):
     seed = backend.draw_seed(device)
     t = (torch.rand(3, 4, 4, device=device) + 0.2).requires_grad_()
     mask, bias = torch.randn(3, 4, device=device, requires_grad=True), torch.randn(3, device=device, requires_grad=True)
-    cases = [(torch.ops.tdgs.tdgs_pool, (x, t, seed, 2, 2, normalize, mode))
+    cases = [(torch.ops.tdgs.tdgs_pool, (x, t, seed, 2, 2, normalize, mode, "none", 0.0))
              for normalize in ("l2", "none") for mode in ("hard", "soft", "expectation", "argmax")]
+    cases += [(torch.ops.tdgs.tdgs_pool, (x, t - 0.5, seed, 2, 2, "l2", "hard", rectifier, 0.1)) for rectifier in ("relu", "softplus")]
     cases += [(torch.ops.tdgs.gated_pool, (x, mask, bias, 2, 2)), (torch.ops.tdgs.gated_pool, (x, None, bias, 2, 2))]
     cases += [(torch.ops.tdgs.stochastic_pool, (x, seed, 2, 2, training)) for training in (True, False)]
     cases += [(torch.ops.tdgs.s3_pool, (x, seed, 2, 2, 4, training)) for training in (True, False)]
     grad = torch.randn(2, 3, 4, 4, device=device)
     cases += [
-        (torch.ops.tdgs.tdgs_pool_backward, (grad, x.detach(), t.detach(), seed, 2, 2, "l2", "hard")),
+        (torch.ops.tdgs.tdgs_pool_backward, (grad, x.detach(), t.detach(), seed, 2, 2, "l2", "hard", "relu", 0.1)),
         (torch.ops.tdgs.gated_pool_backward, (grad, x.detach(), mask.detach(), bias.detach(), 2, 2)),
         (torch.ops.tdgs.gated_pool_backward, (grad, x.detach(), None, bias.detach(), 2, 2)),
         (torch.ops.tdgs.stochastic_pool_backward, (grad, x.detach(), seed, 2, 2, True)),
@@ -443,8 +468,9 @@ def test_cuda_graph_captures_forward_and_backward_and_draws_fresh_noise(name, dt
 @needs_cuda
 @pytest.mark.parametrize("name", list(CUDA_POOLS))
 def test_cuda_pooler_launches_one_kernel_per_direction(name):
-    """Forward: the key's draw and one pooling kernel; backward: one kernel and at most one
-    reduction (parameter gradients) and one fill (input gradient where windows do not tile)."""
+    """Forward: the key's draw and one pooling kernel (S3: and the draw of its lines); backward: one
+    kernel and at most one reduction (parameter gradients) and one fill (input gradient where
+    windows do not tile; S3: and the lines again)."""
     x = torch.rand(64, 16, 32, 32, device="cuda", requires_grad=True)
     params = {  # leaf parameters, as a model's
         "tdgs": [torch.rand(16, 16, 16, device="cuda") + 0.2],
@@ -465,6 +491,6 @@ def test_cuda_pooler_launches_one_kernel_per_direction(name):
         torch.autograd.grad(out, [p for p in (x, *params) if p.requires_grad], grad)
         torch.cuda.synchronize()
     names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    assert len(forward) <= 2 and any(name in n for n in forward), forward
+    assert len(forward) <= (3 if name == "s3" else 2) and any(name in n for n in forward), forward
     pooling_kernels = [n for n in names if "kernel" in n and ("tdgs" in n or "gated" in n or "stochastic" in n or "s3" in n)]
     assert len(pooling_kernels) == 1 and len(names) <= 4, names

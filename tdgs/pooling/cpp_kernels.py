@@ -105,20 +105,29 @@ def _like(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out if x.is_contiguous() else out.contiguous(memory_format=memory_format(x))
 
 
-def tdgs_forward(x, temperature, seed, kernel_size, stride, normalize, mode):
+def _temperature(x, theta, rectifier, eps, kernel_size, stride):
+    """(T, dT/dtheta), each as (C, Ho, Wo) views in ``x``'s dtype, for ``T = rectifier(theta) + eps``."""
     height, width = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
-    full = temperature.to(x.dtype).expand(x.shape[1], height, width)  # (C, Ho, Wo), a view
-    codes = (NORMALIZE_CODES[normalize], MODE_CODES[mode])
-    return _like(_ops().tdgs_forward(x.contiguous(), full, int(seed), kernel_size, stride, *codes), x)
+    theta = theta.to(x.dtype).expand(x.shape[1], height, width)  # (C, Ho, Wo), a view
+    if rectifier == "relu":
+        return theta.clamp_min(0) + eps, (theta > 0).to(x.dtype)
+    if rectifier == "softplus":
+        return torch.nn.functional.softplus(theta) + eps, torch.sigmoid(theta)
+    return theta + eps if eps else theta, None
 
 
-def tdgs_backward(grad, x, temperature, seed, kernel_size, stride, normalize, mode):
-    """(d/dx, d/dT per window (B, C, Ho, Wo))."""
-    height, width = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
-    full = temperature.to(x.dtype).expand(x.shape[1], height, width)
+def tdgs_forward(x, theta, seed, kernel_size, stride, normalize, mode, rectifier="none", eps=0.0):
+    temperature, _ = _temperature(x, theta, rectifier, eps, kernel_size, stride)
     codes = (NORMALIZE_CODES[normalize], MODE_CODES[mode])
-    grad_x, grad_t = _ops().tdgs_backward(grad.contiguous(), x.contiguous(), full, int(seed), kernel_size, stride, *codes)
-    return _like(grad_x, x), grad_t
+    return _like(_ops().tdgs_forward(x.contiguous(), temperature, int(seed), kernel_size, stride, *codes), x)
+
+
+def tdgs_backward(grad, x, theta, seed, kernel_size, stride, normalize, mode, rectifier="none", eps=0.0):
+    """(d/dx, d/dtheta per window (B, C, Ho, Wo))."""
+    temperature, slope = _temperature(x, theta, rectifier, eps, kernel_size, stride)
+    codes = (NORMALIZE_CODES[normalize], MODE_CODES[mode])
+    grad_x, grad_t = _ops().tdgs_backward(grad.contiguous(), x.contiguous(), temperature, int(seed), kernel_size, stride, *codes)
+    return _like(grad_x, x), grad_t if slope is None else grad_t * slope
 
 
 def _gate_parameters(x, mask, bias, kernel_size):

@@ -46,7 +46,7 @@ def _parameter_grad_dtype(x: Tensor) -> torch.dtype:
 
 
 def _per_window_grad_fake(x: Tensor, kernel_size: int, stride: int) -> Tensor:
-    """TDGS's d/dT per window, (B, C, Ho, Wo)."""
+    """TDGS's d/dtheta per window, (B, C, Ho, Wo)."""
     height, width = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
     return torch.empty((x.shape[0], x.shape[1], height, width), dtype=_parameter_grad_dtype(x), device=x.device)
 
@@ -55,43 +55,48 @@ def _per_window_grad_fake(x: Tensor, kernel_size: int, stride: int) -> Tensor:
 
 
 @torch.library.custom_op("tdgs::tdgs_pool", mutates_args=())
-def tdgs_pool(x: Tensor, temperature: Tensor, seed: Tensor, kernel_size: int, stride: int, normalize: str, mode: str) -> Tensor:
-    """TDGS pooling; ``mode``: ``hard``/``soft`` (samples with key ``seed``), ``expectation``, ``argmax``."""
-    return _kernels(x).tdgs_forward(x, temperature, seed, kernel_size, stride, normalize, mode)
+def tdgs_pool(
+    x: Tensor, theta: Tensor, seed: Tensor, kernel_size: int, stride: int, normalize: str, mode: str, rectifier: str, eps: float
+) -> Tensor:
+    """TDGS pooling with the temperature ``T = rectifier(theta) + eps`` (``rectifier`` ``none``,
+    ``relu`` or ``softplus``); ``mode``: ``hard``/``soft`` (samples with key ``seed``),
+    ``expectation``, ``argmax``."""
+    return _kernels(x).tdgs_forward(x, theta, seed, kernel_size, stride, normalize, mode, rectifier, eps)
 
 
 @tdgs_pool.register_fake
-def _(x, temperature, seed, kernel_size, stride, normalize, mode):
+def _(x, theta, seed, kernel_size, stride, normalize, mode, rectifier, eps):
     return _pooled_fake(x, kernel_size, stride)
 
 
 @torch.library.custom_op("tdgs::tdgs_pool_backward", mutates_args=())
 def tdgs_pool_backward(
-    grad: Tensor, x: Tensor, temperature: Tensor, seed: Tensor, kernel_size: int, stride: int, normalize: str, mode: str
+    grad: Tensor, x: Tensor, theta: Tensor, seed: Tensor, kernel_size: int, stride: int, normalize: str, mode: str,
+    rectifier: str, eps: float,
 ) -> tuple[Tensor, Tensor]:
-    """(d/dx, d/dT of every window, (B, C, Ho, Wo)), regenerating the forward pass's noise from ``seed``."""
-    return _kernels(x).tdgs_backward(grad, x, temperature, seed, kernel_size, stride, normalize, mode)
+    """(d/dx, d/dtheta of every window, (B, C, Ho, Wo)), regenerating the forward pass's noise from ``seed``."""
+    return _kernels(x).tdgs_backward(grad, x, theta, seed, kernel_size, stride, normalize, mode, rectifier, eps)
 
 
 @tdgs_pool_backward.register_fake
-def _(grad, x, temperature, seed, kernel_size, stride, normalize, mode):
+def _(grad, x, theta, seed, kernel_size, stride, normalize, mode, rectifier, eps):
     return _input_grad_fake(x), _per_window_grad_fake(x, kernel_size, stride)
 
 
 def _tdgs_setup(ctx, inputs, output) -> None:
-    x, temperature, seed, *options = inputs
-    ctx.save_for_backward(x, temperature, seed)
+    x, theta, seed, *options = inputs
+    ctx.save_for_backward(x, theta, seed)
     ctx.options = options
 
 
 def _tdgs_backward(ctx, grad):
-    x, temperature, seed = ctx.saved_tensors
-    grad_x, per_window = ctx.backward(grad, x, temperature, seed, *ctx.options)
-    grad_t = None
-    if ctx.wants[1]:  # summed over the batch and wherever T is broadcast, in one reduction
-        shape = (1,) * (4 - temperature.dim()) + tuple(temperature.shape)
-        grad_t = per_window.sum_to_size(shape).view(temperature.shape).to(temperature.dtype)
-    return grad_x, grad_t, None, None, None, None, None
+    x, theta, seed = ctx.saved_tensors
+    grad_x, per_window = ctx.backward(grad, x, theta, seed, *ctx.options)
+    grad_theta = None
+    if ctx.wants[1]:  # summed over the batch and wherever theta is broadcast, in one reduction
+        shape = (1,) * (4 - theta.dim()) + tuple(theta.shape)
+        grad_theta = per_window.sum_to_size(shape).view(theta.shape).to(theta.dtype)
+    return grad_x, grad_theta, *(None,) * (1 + len(ctx.options))
 
 
 # ---- gated and mixed ---------------------------------------------------------------------------

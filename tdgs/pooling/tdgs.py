@@ -46,6 +46,8 @@ def tdgs_pool2d(
     eval_mode: str = "expectation",
     training: bool = True,
     gumbels: torch.Tensor | None = None,
+    rectifier: str | None = None,
+    eps: float = 0.0,
 ) -> torch.Tensor:
     """TDGS pooling with logits ``z = normalize(a) / T`` over each window ``a``.
 
@@ -57,7 +59,10 @@ def tdgs_pool2d(
 
     Args:
         x: input, shape (B, C, H, W).
-        temperature: ``T > 0``, broadcastable to (C, Ho, Wo).
+        temperature: ``T > 0``, broadcastable to (C, Ho, Wo); or, with ``rectifier``, the raw
+            parameter ``theta`` of ``T = rectifier(theta) + eps`` (``"relu"`` or ``"softplus"``),
+            which the kernels then compute themselves (:class:`TDGSPool` does this: no separate
+            launches for ``T`` and its gradient on a GPU).
         gumbels: the Gumbel noise to use, shape (B, C, Ho, Wo, k*k); drawn when ``None``. Given
             noise always runs the pure-PyTorch reference code; without it the C++ or Triton kernel
             runs where :mod:`tdgs.pooling.backend` says, drawing the same law from its own
@@ -70,7 +75,10 @@ def tdgs_pool2d(
     if kernels is not None:
         mode = ("hard" if hard else "soft") if sampling else eval_mode
         seed = backend.draw_seed(x.device) if sampling else ops.no_seed(x.device)
-        return ops.apply(ops.TDGS, kernels, x, temperature, seed, kernel_size, stride, normalize, mode)
+        options = (kernel_size, stride, normalize, mode, rectifier or "none", float(eps))
+        return ops.apply(ops.TDGS, kernels, x, temperature, seed, *options)
+    if rectifier is not None:
+        temperature = rectified_temperature(temperature, rectifier, eps)
     temperature = temperature.to(x.dtype)  # the output keeps the input's dtype
     a = windows(x, kernel_size, stride)  # (B, C, Ho, Wo, k*k)
     z = normalized_windows(a, normalize) / temperature.unsqueeze(-1)  # (B, C, Ho, Wo, k*k)
@@ -183,9 +191,12 @@ class TDGSPool(LazyModuleMixin, Pool2d):
                 f"input of spatial size {tuple(x.shape[2:])} pools to {size}, but this pooler's "
                 f"position temperatures have size {tuple(self.theta.shape[1:])}"
             )
+        theta = self.theta if self.granularity == "position" else self.theta.view(-1, 1, 1)
         return tdgs_pool2d(
             x,
-            self.temperature,
+            theta,
+            rectifier=self.rectifier,
+            eps=self.eps,
             kernel_size=self.kernel_size,
             stride=self.stride,
             normalize=self.normalize,

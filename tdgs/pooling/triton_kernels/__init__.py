@@ -2,7 +2,9 @@
 through Triton's interpreter, which is how the CPU test suite checks them).
 
 One launch per pooler and direction (gated's parameter gradients and TDGS's temperature gradient
-come out per plane or per window and are summed by one reduction in :mod:`..ops`). Any input layout
+come out per plane or per window and are summed by one reduction in :mod:`..ops`; S3 draws its
+rows and columns, shared by the whole batch, in one small launch before its pooling kernel). TDGS
+computes its temperature ``T = rectifier(theta) + eps`` and theta's gradient inside its kernels. Any input layout
 (NCHW, channels_last, strided views) is read through its strides; outputs follow the input's memory
 format. float32, float16 and bfloat16 inputs; the maths is float32, outputs keep the input's dtype.
 Random draws come from the Philox stream keyed by ``seed``, a 0-dim int64 tensor on the device that
@@ -21,6 +23,7 @@ from ..windows import memory_format, pooled_empty, pooled_size
 from . import classic, philox, tdgs
 
 NORMALIZE_CODES = {"none": tdgs.NONE.value, "l1": tdgs.L1.value, "l2": tdgs.L2.value, "max": tdgs.MAX.value}
+RECTIFIER_CODES = {"none": tdgs.IDENTITY.value, "relu": tdgs.RELU.value, "softplus": tdgs.SOFTPLUS.value}
 MODE_CODES = {"hard": tdgs.HARD.value, "soft": tdgs.SOFT.value, "expectation": tdgs.EXPECTATION.value, "argmax": tdgs.ARGMAX.value}
 WARPS = 4
 INTERPRETED = backend.triton_interpreted()
@@ -49,37 +52,38 @@ def _grad_input(x: torch.Tensor, kernel_size: int, stride: int, out_h: int, out_
     return (buffer if exact else buffer.zero_()), overlap
 
 
-def tdgs_forward(x, temperature, seed, kernel_size, stride, normalize, mode):
+def tdgs_forward(x, theta, seed, kernel_size, stride, normalize, mode, rectifier="none", eps=0.0):
     out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
     out = pooled_empty(x, out_h, out_w)
     windows = out.numel()
     if windows == 0:
         return out
-    t = temperature.expand(x.shape[1], out_h, out_w)  # (C, Ho, Wo), broadcast dimensions of stride 0
+    t = theta.expand(x.shape[1], out_h, out_w)  # (C, Ho, Wo), broadcast dimensions of stride 0
     pad = _pad(kernel_size * kernel_size)
     block = _block(pad)
     tdgs.tdgs_forward_kernel[(triton.cdiv(windows, block),)](
-        x, t, seed, out, windows, x.shape[1], out_h, out_w, *x.stride(), *t.stride(), *out.stride(),
+        x, t, seed, out, windows, x.shape[1], out_h, out_w, *x.stride(), *t.stride(), *out.stride(), float(eps),
         K=kernel_size, S=stride, KK_PAD=pad, NORMALIZE=NORMALIZE_CODES[normalize], MODE=MODE_CODES[mode],
-        BLOCK=block, num_warps=WARPS,
+        RECTIFIER=RECTIFIER_CODES[rectifier], BLOCK=block, num_warps=WARPS,
     )
     return out
 
 
-def tdgs_backward(grad, x, temperature, seed, kernel_size, stride, normalize, mode):
-    """(d/dx, d/dT per window: float32 (B, C, Ho, Wo))."""
+def tdgs_backward(grad, x, theta, seed, kernel_size, stride, normalize, mode, rectifier="none", eps=0.0):
+    """(d/dx, d/dtheta per window: float32 (B, C, Ho, Wo))."""
     out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
     grad_x, overlap = _grad_input(x, kernel_size, stride, out_h, out_w)
     grad_t = torch.empty((x.shape[0], x.shape[1], out_h, out_w), dtype=torch.float32, device=x.device)
     windows = grad_t.numel()
     if windows:
-        t = temperature.expand(x.shape[1], out_h, out_w)
+        t = theta.expand(x.shape[1], out_h, out_w)
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         tdgs.tdgs_backward_kernel[(triton.cdiv(windows, block),)](
             grad, x, t, seed, grad_x, grad_t, windows, x.shape[1], out_h, out_w, *x.stride(), *t.stride(),
-            *grad.stride(), *grad_x.stride(), K=kernel_size, S=stride, KK_PAD=pad,
-            NORMALIZE=NORMALIZE_CODES[normalize], MODE=MODE_CODES[mode], OVERLAP=overlap, BLOCK=block, num_warps=WARPS,
+            *grad.stride(), *grad_x.stride(), float(eps), K=kernel_size, S=stride, KK_PAD=pad,
+            NORMALIZE=NORMALIZE_CODES[normalize], MODE=MODE_CODES[mode], RECTIFIER=RECTIFIER_CODES[rectifier],
+            OVERLAP=overlap, BLOCK=block, num_warps=WARPS,
         )
     return grad_x.to(x.dtype), grad_t
 
@@ -170,9 +174,19 @@ def stochastic_backward(grad, x, seed, kernel_size, stride, training):
     return grad_x.to(x.dtype)
 
 
-def _s3_meta(kernel_size, stride, grid_size, training):
-    return dict(K=kernel_size, S=stride, KK_PAD=_pad(kernel_size * kernel_size), GRID=grid_size,
-                PER_BLOCK=grid_size // stride, G_PAD=_pad(grid_size), TRAINING=training)
+def _s3_lines(x, seed, kernel_size, stride, grid_size, training):
+    """The drawn rows then columns, (Ho + Wo,) int64, in training (one small launch); the key
+    itself in evaluation, which reads none."""
+    if not training:
+        return seed
+    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
+    lines = torch.empty(out_h + out_w, dtype=torch.int64, device=x.device)
+    block = _block(_pad(grid_size) ** 2)
+    philox.s3_lines_kernel[_grid(out_h + out_w, block)](
+        seed, lines, x.shape[2], x.shape[3], out_h, out_w, GRID=grid_size, PER_BLOCK=grid_size // stride,
+        G_PAD=_pad(grid_size), BLOCK=block,
+    )
+    return lines
 
 
 def s3_forward(x, seed, kernel_size, stride, grid_size, training):
@@ -180,11 +194,12 @@ def s3_forward(x, seed, kernel_size, stride, grid_size, training):
     out = pooled_empty(x, out_h, out_w)
     windows = out.numel()
     if windows:
-        meta = _s3_meta(kernel_size, stride, grid_size, training)
-        block = _block(meta["KK_PAD"] * meta["G_PAD"])
+        lines = _s3_lines(x, seed, kernel_size, stride, grid_size, training)
+        pad = _pad(kernel_size * kernel_size)
+        block = _block(pad)
         classic.s3_forward_kernel[_grid(windows, block)](
-            x, seed, out, windows, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, *x.stride(), *out.stride(),
-            **meta, BLOCK=block, num_warps=WARPS,
+            x, lines, out, windows, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, *x.stride(), *out.stride(),
+            K=kernel_size, S=stride, KK_PAD=pad, TRAINING=training, BLOCK=block, num_warps=WARPS,
         )
     return out
 
@@ -194,21 +209,24 @@ def s3_backward(grad, x, seed, kernel_size, stride, grid_size, training):
     grad_x = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=memory_format(x)).zero_()
     windows = grad.numel()
     if windows:
-        meta = _s3_meta(kernel_size, stride, grid_size, training)
-        block = _block(meta["KK_PAD"] * meta["G_PAD"])
+        lines = _s3_lines(x, seed, kernel_size, stride, grid_size, training)  # drawn again from the key
+        pad = _pad(kernel_size * kernel_size)
+        block = _block(pad)
         classic.s3_backward_kernel[_grid(windows, block)](
-            grad, x, seed, grad_x, windows, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, *x.stride(),
-            *grad.stride(), *grad_x.stride(), **meta, BLOCK=block, num_warps=WARPS,
+            grad, x, lines, grad_x, windows, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, *x.stride(),
+            *grad.stride(), *grad_x.stride(), K=kernel_size, S=stride, KK_PAD=pad, TRAINING=training,
+            BLOCK=block, num_warps=WARPS,
         )
     return grad_x.to(x.dtype)
 
 
 def s3_lines(seed, size: int, count: int, grid_size: int, per_block: int, axis: int) -> torch.Tensor:
     """The ``count`` sorted rows (``axis=0``) or columns (1) S3 keeps for key ``seed``, shape (count,)."""
-    out = torch.empty(count, dtype=torch.int64, device=seed.device)
-    if count:
-        block = _block(_pad(grid_size) ** 2)
-        philox.s3_lines_kernel[_grid(count, block)](
-            seed, out, size, count, AXIS=axis, GRID=grid_size, PER_BLOCK=per_block, G_PAD=_pad(grid_size), BLOCK=block
-        )
-    return out
+    other = 1  # the draw of the other axis, from a one-line map, is made too and dropped
+    sizes, counts = ((size, other), (count, other)) if axis == 0 else ((other, size), (other, count))
+    lines = torch.empty(count + other, dtype=torch.int64, device=seed.device)
+    block = _block(_pad(grid_size) ** 2)
+    philox.s3_lines_kernel[_grid(count + other, block)](
+        seed, lines, *sizes, *counts, GRID=grid_size, PER_BLOCK=per_block, G_PAD=_pad(grid_size), BLOCK=block
+    )
+    return lines[:count] if axis == 0 else lines[other:]

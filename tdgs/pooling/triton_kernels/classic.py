@@ -5,7 +5,7 @@ maths in float32, backward passes recompute what they need (the random draws fro
 import triton
 import triton.language as tl
 
-from .philox import s3_line, uniform
+from .philox import uniform
 
 TINY = tl.constexpr(1.1754943508222875e-38)  # float32's smallest normal number (a kernel reads only constexpr globals)
 
@@ -186,20 +186,18 @@ def stochastic_backward_kernel(grad_ptr, x_ptr, seed_ptr, gx_ptr, windows, C, H,
 
 
 @triton.jit
-def _s3_corner(seed_ptr, oh, ow, p, q, H, W, Ho, Wo, S: tl.constexpr, GRID: tl.constexpr, PER_BLOCK: tl.constexpr,
-               G_PAD: tl.constexpr, TRAINING: tl.constexpr):
-    """The stride-1 max map position that output (oh, ow) reads: the sampled row and column in
-    training; (oh * s + p, ow * s + q) in evaluation, which averages over p, q < s."""
+def _s3_corner(lines_ptr, oh, ow, p, q, Ho, S: tl.constexpr, TRAINING: tl.constexpr):
+    """The stride-1 max map position that output (oh, ow) reads: the drawn row and column in
+    training (``lines_ptr``: the Ho rows then the Wo columns); (oh * s + p, ow * s + q) in
+    evaluation, which averages over p, q < s."""
     if TRAINING:
-        seed = tl.load(seed_ptr)
-        return s3_line(seed, oh, H, Ho, 0, GRID, PER_BLOCK, G_PAD), s3_line(seed, ow, W, Wo, 1, GRID, PER_BLOCK, G_PAD)
+        return tl.load(lines_ptr + oh), tl.load(lines_ptr + Ho + ow)
     return oh * S + p, ow * S + q
 
 
 @triton.jit
-def s3_forward_kernel(x_ptr, seed_ptr, out_ptr, windows, C, H, W, Ho, Wo, sxb, sxc, sxh, sxw, sob, soc, soh, sow,
-                      K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr, GRID: tl.constexpr,
-                      PER_BLOCK: tl.constexpr, G_PAD: tl.constexpr, TRAINING: tl.constexpr, BLOCK: tl.constexpr):
+def s3_forward_kernel(x_ptr, lines_ptr, out_ptr, windows, C, H, W, Ho, Wo, sxb, sxc, sxh, sxw, sob, soc, soh, sow,
+                      K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr, TRAINING: tl.constexpr, BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
     b, c, oh, ow = _split(window, C, Ho, Wo)
@@ -207,7 +205,7 @@ def s3_forward_kernel(x_ptr, seed_ptr, out_ptr, windows, C, H, W, Ho, Wo, sxb, s
     total = tl.zeros((BLOCK,), tl.float32)
     for p in tl.static_range(REPEAT):
         for q in tl.static_range(REPEAT):
-            row, col = _s3_corner(seed_ptr, oh, ow, p, q, H, W, Ho, Wo, S, GRID, PER_BLOCK, G_PAD, TRAINING)
+            row, col = _s3_corner(lines_ptr, oh, ow, p, q, Ho, S, TRAINING)
             a, rows, cols, inside = _tile(x_ptr, b, c, row, col, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
             nan = tl.max(tl.where(inside & (a != a), 1, 0), axis=1) > 0  # max pooling keeps a NaN
             total += tl.where(nan, float("nan"), tl.max(tl.where(inside, a, float("-inf")), axis=1))
@@ -216,10 +214,9 @@ def s3_forward_kernel(x_ptr, seed_ptr, out_ptr, windows, C, H, W, Ho, Wo, sxb, s
 
 
 @triton.jit
-def s3_backward_kernel(grad_ptr, x_ptr, seed_ptr, gx_ptr, windows, C, H, W, Ho, Wo, sxb, sxc, sxh, sxw,
+def s3_backward_kernel(grad_ptr, x_ptr, lines_ptr, gx_ptr, windows, C, H, W, Ho, Wo, sxb, sxc, sxh, sxw,
                        sgb, sgc, sgh, sgw, sxgb, sxgc, sxgh, sxgw, K: tl.constexpr, S: tl.constexpr,
-                       KK_PAD: tl.constexpr, GRID: tl.constexpr, PER_BLOCK: tl.constexpr, G_PAD: tl.constexpr,
-                       TRAINING: tl.constexpr, BLOCK: tl.constexpr):
+                       KK_PAD: tl.constexpr, TRAINING: tl.constexpr, BLOCK: tl.constexpr):
     """Each window passes its share of the output's gradient to its first largest element
     (atomically: the stride-1 windows overlap)."""
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -231,7 +228,7 @@ def s3_backward_kernel(grad_ptr, x_ptr, seed_ptr, gx_ptr, windows, C, H, W, Ho, 
     j = tl.arange(0, KK_PAD)[None, :]
     for p in tl.static_range(REPEAT):
         for q in tl.static_range(REPEAT):
-            row, col = _s3_corner(seed_ptr, oh, ow, p, q, H, W, Ho, Wo, S, GRID, PER_BLOCK, G_PAD, TRAINING)
+            row, col = _s3_corner(lines_ptr, oh, ow, p, q, Ho, S, TRAINING)
             a, rows, cols, inside = _tile(x_ptr, b, c, row, col, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
             values = tl.where(inside, a, float("-inf"))
             arg = tl.argmax(tl.where(values == values, values, float("-inf")), axis=1, tie_break_left=True)

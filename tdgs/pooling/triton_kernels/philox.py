@@ -43,22 +43,24 @@ def window_uniforms_kernel(seed_ptr, out_ptr, windows, WINDOW: tl.constexpr, KK_
 
 
 @triton.jit
-def s3_line(seed, index, size, count, AXIS: tl.constexpr, GRID: tl.constexpr, PER_BLOCK: tl.constexpr, G_PAD: tl.constexpr):
-    """The map line (row for AXIS 0, column for 1) that S3Pool keeps as its output line ``index``
-    (shape (BLOCK,)): output lines come ``PER_BLOCK`` per block of ``GRID`` map lines; block b keeps
-    the ``take`` lines m whose keys u_m (word m % 4 of Philox(b, m // 4, 2 + AXIS)) rank lowest, in
-    ascending order; lines past the map never count. The C++ ``s3_lines`` draws the same."""
+def s3_line(seed, index, axis, size, count, GRID: tl.constexpr, PER_BLOCK: tl.constexpr, G_PAD: tl.constexpr):
+    """The map line (row for ``axis`` 0, column for 1) that S3Pool keeps as its output line ``index``
+    of ``count``, from a map of ``size`` lines (all of shape (BLOCK,)): output lines come
+    ``PER_BLOCK`` per block of ``GRID`` map lines; block b keeps the ``take`` lines m whose keys u_m
+    (word m % 4 of Philox(b, m // 4, 2 + axis)) rank lowest, in ascending order; lines past the map
+    never count. The C++ ``s3_lines`` draws the same."""
     block = index // PER_BLOCK
     rank_wanted = index % PER_BLOCK
     m = tl.arange(0, G_PAD)[None, :]
     lo = (block & 0xFFFFFFFF).to(tl.uint32)[:, None] + tl.zeros((1, G_PAD), tl.uint32)  # (BLOCK, G_PAD)
     hi = (block >> 32).to(tl.uint32)[:, None] + tl.zeros((1, G_PAD), tl.uint32)
     group = (m // 4).to(tl.uint32) + tl.zeros_like(lo)
-    r0, r1, r2, r3 = tl.philox(seed, lo, hi, group, group * 0 + (2 + AXIS))
+    stream = (2 + axis).to(tl.uint32)[:, None] + tl.zeros_like(lo)
+    r0, r1, r2, r3 = tl.philox(seed, lo, hi, group, stream)
     lane = m % 4
     start = block[:, None] * GRID
     key = uniform(tl.where(lane == 0, r0, tl.where(lane == 1, r1, tl.where(lane == 2, r2, r3))))
-    key = tl.where((start + m < size) & (m < GRID), key, 2.0)  # (BLOCK, G_PAD)
+    key = tl.where((start + m < size[:, None]) & (m < GRID), key, 2.0)  # (BLOCK, G_PAD)
     # rank of each key among its block's keys, ties broken by position
     other = tl.reshape(key, (key.shape[0], 1, G_PAD))
     mine = tl.reshape(key, (key.shape[0], G_PAD, 1))
@@ -74,9 +76,14 @@ def s3_line(seed, index, size, count, AXIS: tl.constexpr, GRID: tl.constexpr, PE
 
 
 @triton.jit
-def s3_lines_kernel(seed_ptr, out_ptr, size, count, AXIS: tl.constexpr, GRID: tl.constexpr, PER_BLOCK: tl.constexpr,
+def s3_lines_kernel(seed_ptr, out_ptr, H, W, Ho, Wo, GRID: tl.constexpr, PER_BLOCK: tl.constexpr,
                     G_PAD: tl.constexpr, BLOCK: tl.constexpr):
-    """Writes the ``count`` lines S3Pool keeps (tests compare them with the C++ draw)."""
-    index = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    line = s3_line(tl.load(seed_ptr), index, size, count, AXIS, GRID, PER_BLOCK, G_PAD)
-    tl.store(out_ptr + index, line, mask=index < count)
+    """Writes the Ho rows, then the Wo columns, that S3Pool keeps: (Ho + Wo,) int64. A draw is
+    shared by the whole batch and all channels, so it is made once per call, not per window."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    axis = (i >= Ho).to(tl.int64)
+    index = tl.where(axis == 1, i - Ho, i)
+    size = tl.where(axis == 1, W, H).to(tl.int64)
+    count = tl.where(axis == 1, Wo, Ho).to(tl.int64)
+    line = s3_line(tl.load(seed_ptr), index, axis, size, count, GRID, PER_BLOCK, G_PAD)
+    tl.store(out_ptr + i, line, mask=i < Ho + Wo)

@@ -12,6 +12,7 @@ from .philox import window_uniforms
 # globals a kernel reads must be constexprs (the interpreter does not check it; compiling does)
 NONE, L1, L2, MAX = (tl.constexpr(code) for code in range(4))  # normalize
 HARD, SOFT, EXPECTATION, ARGMAX = (tl.constexpr(code) for code in range(4))  # mode
+IDENTITY, RELU, SOFTPLUS = (tl.constexpr(code) for code in range(3))  # rectifier: T = rectifier(theta) + eps
 TINY = tl.constexpr(1.1754943508222875e-38)  # float32's smallest normal number, as the reference's clamp
 
 
@@ -22,9 +23,22 @@ def _no_nan(v):
 
 
 @triton.jit
-def _window_state(x_ptr, t_ptr, seed_ptr, window, live, C, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw,
-                  K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr, NORMALIZE: tl.constexpr, MODE: tl.constexpr):
-    """Everything the forward and backward passes need about windows ``window`` (shape (BLOCK,))."""
+def _temperature(theta, eps, RECTIFIER: tl.constexpr):
+    """(T, dT/dtheta): ``T = rectifier(theta) + eps``; softplus as torch's (linear above 20)."""
+    if RECTIFIER == RELU:
+        return tl.maximum(theta, 0.0) + eps, tl.where(theta > 0, 1.0, 0.0)
+    if RECTIFIER == SOFTPLUS:
+        soft = tl.where(theta > 20.0, theta, tl.maximum(theta, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(theta))))
+        return soft + eps, tl.where(theta > 20.0, 1.0, 1.0 / (1.0 + tl.exp(-theta)))
+    return theta + eps, theta * 0.0 + 1.0
+
+
+@triton.jit
+def _window_state(x_ptr, t_ptr, seed_ptr, window, live, C, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw, eps,
+                  K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr, NORMALIZE: tl.constexpr, MODE: tl.constexpr,
+                  RECTIFIER: tl.constexpr):
+    """Everything the forward and backward passes need about windows ``window`` (shape (BLOCK,));
+    ``t_ptr`` holds theta, ``T = rectifier(theta) + eps``."""
     ow = window % Wo
     rest = window // Wo
     oh = rest % Ho
@@ -37,7 +51,9 @@ def _window_state(x_ptr, t_ptr, seed_ptr, window, live, C, Ho, Wo, sxb, sxc, sxh
     inside = live[:, None] & (j < K * K)
     a = tl.load(x_ptr + b[:, None] * sxb + c[:, None] * sxc + row * sxh + col * sxw, mask=inside, other=0.0)
     a = a.to(tl.float32)
-    inv_t = 1.0 / tl.load(t_ptr + c * stc + oh * sth + ow * stw, mask=live, other=1.0).to(tl.float32)  # (BLOCK,)
+    theta = tl.load(t_ptr + c * stc + oh * sth + ow * stw, mask=live, other=1.0).to(tl.float32)  # (BLOCK,)
+    temperature, slope = _temperature(theta, eps, RECTIFIER)
+    inv_t = 1.0 / temperature
     # n = a * inv_peak * inv_scaled: divided by max|a| first, so that the norms cannot overflow
     if NORMALIZE == NONE:
         inv_peak = tl.full(inv_t.shape, 1.0, tl.float32)
@@ -76,17 +92,17 @@ def _window_state(x_ptr, t_ptr, seed_ptr, window, live, C, Ho, Wo, sxb, sxc, sxh
     out = picked if MODE == HARD or MODE == ARGMAX else soft
     invalid = inv_t + tl.sum(a - a, axis=1)  # NaN if the window holds a NaN or an infinity, or T is NaN
     out = tl.where(invalid != invalid, float("nan"), out)
-    return a, n, y, soft, pick, peak_j, inv_t, inv_peak, inv_scaled, out, b, c, row, col, inside
+    return a, n, y, soft, pick, peak_j, inv_t, inv_peak, inv_scaled, out, b, c, row, col, inside, slope
 
 
 @triton.jit
 def tdgs_forward_kernel(x_ptr, t_ptr, seed_ptr, out_ptr, windows, C, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw,
-                        sob, soc, soh, sow, K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr,
-                        NORMALIZE: tl.constexpr, MODE: tl.constexpr, BLOCK: tl.constexpr):
+                        sob, soc, soh, sow, eps, K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr,
+                        NORMALIZE: tl.constexpr, MODE: tl.constexpr, RECTIFIER: tl.constexpr, BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
-    state = _window_state(x_ptr, t_ptr, seed_ptr, window, live, C, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw,
-                          K, S, KK_PAD, NORMALIZE, MODE)
+    state = _window_state(x_ptr, t_ptr, seed_ptr, window, live, C, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw, eps,
+                          K, S, KK_PAD, NORMALIZE, MODE, RECTIFIER)
     out = state[9]
     ow = window % Wo
     oh = (window // Wo) % Ho
@@ -97,16 +113,17 @@ def tdgs_forward_kernel(x_ptr, t_ptr, seed_ptr, out_ptr, windows, C, Ho, Wo, sxb
 
 @triton.jit
 def tdgs_backward_kernel(grad_ptr, x_ptr, t_ptr, seed_ptr, gx_ptr, gt_ptr, windows, C, Ho, Wo,
-                         sxb, sxc, sxh, sxw, stc, sth, stw, sgb, sgc, sgh, sgw, sxgb, sxgc, sxgh, sxgw,
+                         sxb, sxc, sxh, sxw, stc, sth, stw, sgb, sgc, sgh, sgw, sxgb, sxgc, sxgh, sxgw, eps,
                          K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr, NORMALIZE: tl.constexpr,
-                         MODE: tl.constexpr, OVERLAP: tl.constexpr, BLOCK: tl.constexpr):
-    """d/dx into ``gx_ptr`` (stored, or added atomically where windows overlap) and d/dT of every
+                         MODE: tl.constexpr, RECTIFIER: tl.constexpr, OVERLAP: tl.constexpr, BLOCK: tl.constexpr):
+    """d/dx into ``gx_ptr`` (stored, or added atomically where windows overlap) and d/dtheta of every
     window into ``gt_ptr`` (float32, (B, C, Ho, Wo) contiguous). Straight-through: the gradient of
-    sum(a * y), y = softmax(z + g), through a (also directly through the pick) and T."""
+    sum(a * y), y = softmax(z + g), through a (also directly through the pick) and T = rectifier(theta) + eps."""
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
-    a, n, y, soft, pick, peak_j, inv_t, inv_peak, inv_scaled, out, b, c, row, col, inside = _window_state(
-        x_ptr, t_ptr, seed_ptr, window, live, C, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw, K, S, KK_PAD, NORMALIZE, MODE
+    a, n, y, soft, pick, peak_j, inv_t, inv_peak, inv_scaled, out, b, c, row, col, inside, slope = _window_state(
+        x_ptr, t_ptr, seed_ptr, window, live, C, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw, eps,
+        K, S, KK_PAD, NORMALIZE, MODE, RECTIFIER,
     )
     ow = window % Wo
     oh = (window // Wo) % Ho
@@ -138,4 +155,4 @@ def tdgs_backward_kernel(grad_ptr, x_ptr, t_ptr, seed_ptr, gx_ptr, gt_ptr, windo
         tl.atomic_add(target, ga, mask=inside)
     else:
         tl.store(target, ga.to(gx_ptr.dtype.element_ty), mask=inside)
-    tl.store(gt_ptr + window, grad_t, mask=live)
+    tl.store(gt_ptr + window, grad_t * slope, mask=live)
