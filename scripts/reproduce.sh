@@ -7,27 +7,49 @@
 #     OVERRIDE...   tdgs-train overrides for every sweep, e.g. to run offline on real data:
 #                   dataset=fashion_mnist dataset.source=/usr/share/datasets/fashion-mnist
 #                   or in parallel: hydra/launcher=local_parallel hydra.launcher.n_jobs=2
+#   scripts/reproduce.sh --resume DIR
+#                   continue the reproduction in DIR (interrupted, or with failed runs) with the
+#                   arguments it was started with: completed runs stay as they are, interrupted
+#                   ones resume from their last checkpoint, missing or failed ones run; then the report
 #   TDGS_REPRODUCE_DIR=DIR   where to write (default outputs/reproduce/<time>[_smoke])
+#
+# Exit status: 0 when every run completed; 1 when a sweep had failed jobs (the report lists them).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=${TDGS_BIN:-.venv/bin}
+resume=()
+if [[ "${1:-}" == "--resume" ]]; then
+  out=${2:?"reproduce: --resume needs the folder of the reproduction to continue"}
+  if [[ ! -f "$out/reproduce.args" ]]; then
+    echo "reproduce: $out holds no reproduction to resume (no reproduce.args)" >&2
+    exit 2
+  fi
+  mapfile -t saved < "$out/reproduce.args"
+  set -- "${saved[@]}"
+  resume=(resume=true)
+fi
 smoke=0
+args=("$@")
 if [[ "${1:-}" == "--smoke" ]]; then smoke=1; shift; fi
 overrides=("$@")
 if [[ $smoke == 1 ]]; then
   overrides=(dataset=synthetic trainer.epochs=1 seed=0,1 trainer.progress=false "${overrides[@]}")
 fi
-out=${TDGS_REPRODUCE_DIR:-outputs/reproduce/$(date +%Y-%m-%d_%H-%M-%S)$([[ $smoke == 1 ]] && echo _smoke)}
+out=${out:-${TDGS_REPRODUCE_DIR:-outputs/reproduce/$(date +%Y-%m-%d_%H-%M-%S)$([[ $smoke == 1 ]] && echo _smoke)}}
+mkdir -p "$out"
+if [[ ${#resume[@]} -eq 0 ]]; then  # what --resume runs again
+  if [[ ${#args[@]} -gt 0 ]]; then printf '%s\n' "${args[@]}" > "$out/reproduce.args"; else : > "$out/reproduce.args"; fi
+fi
 failed=()
 for experiment in deck_table temperature_init all_poolers tdgs_ablation; do
   echo "== $experiment -> $out/$experiment"
-  if ! "$bin/tdgs-train" -m "experiment=$experiment" "hydra.sweep.dir=$out/$experiment" "${overrides[@]}"; then
+  if ! "$bin/tdgs-train" -m "experiment=$experiment" "hydra.sweep.dir=$out/$experiment" "${overrides[@]}" "${resume[@]}"; then
     failed+=("$experiment")  # finished runs stay; the report lists what is missing
   fi
 done
 "$bin/tdgs-report" "$out" --out "$out/report" || exit 1
 if [[ ${#failed[@]} -gt 0 ]]; then
-  echo "reproduce: these sweeps stopped early: ${failed[*]} (see $out/report/report.md, Problems)" >&2
+  echo "reproduce: these sweeps did not complete every run: ${failed[*]} (see $out/report/report.md, Problems); scripts/reproduce.sh --resume $out continues them" >&2
   exit 1
 fi
 echo "reproduce: done; report in $out/report/report.md"

@@ -5,6 +5,7 @@ checkpoint is kept, so that a damaged last one still leaves a good state to resu
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import random
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .results import replace_atomic
 from .validate import ConfigError
 
 log = logging.getLogger(__name__)
@@ -47,11 +49,14 @@ def set_rng_states(states: dict) -> None:
 def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Write ``state`` as the run's checkpoint: a temporary file, then ``os.replace``; the one it
     replaces becomes the previous checkpoint."""
-    partial = run_dir / f".{CHECKPOINT}.partial"
-    torch.save(state, partial)
-    if (run_dir / CHECKPOINT).exists():
-        os.replace(run_dir / CHECKPOINT, run_dir / PREVIOUS)
-    os.replace(partial, run_dir / CHECKPOINT)
+    def write(partial: Path) -> None:
+        buffer = io.BytesIO()  # serialised in memory: a full disk then fails as an OSError, not inside torch
+        torch.save(state, buffer)
+        partial.write_bytes(buffer.getvalue())
+        if (run_dir / CHECKPOINT).exists():
+            os.replace(run_dir / CHECKPOINT, run_dir / PREVIOUS)
+
+    replace_atomic(run_dir / CHECKPOINT, write)
 
 
 def load_checkpoint(run_dir: Path, identity: dict) -> dict | None:

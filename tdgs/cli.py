@@ -15,6 +15,7 @@ from omegaconf import DictConfig, open_dict
 
 from .config import register_configs
 from .data import DatasetUnavailable
+from .results import OutputError
 from .train import Interrupted, TrainingDiverged, train
 from .validate import ConfigError
 
@@ -48,9 +49,9 @@ def train_main(cfg: DictConfig) -> float:
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         summary = train(cfg, run_dir)
-    except (ConfigError, DatasetUnavailable, TrainingDiverged) as error:  # the user's to fix: one line
+    except (ConfigError, DatasetUnavailable, TrainingDiverged, OutputError) as error:  # the user's to fix: one line
         log.error(f"{error}")
-        if sweeping:  # the other jobs go on; summary.csv says failed and tdgs-report lists it
+        if sweeping:  # the other jobs go on; summary.csv says failed, and the sweep's end reports it
             return float("nan")
         sys.exit(2 if isinstance(error, ConfigError) else 1)
     except Interrupted as error:

@@ -21,17 +21,40 @@ CONFIG = "config.yaml"
 STATUSES = ("completed", "failed", "interrupted")
 
 
+class OutputError(RuntimeError):
+    """A result could not be written (a read-only folder, a full disk): the run stops, the file it
+    was replacing is left as it was."""
+
+
+def replace_atomic(path: Path, write) -> None:
+    """Write ``path`` in one step: ``write(partial)`` fills a temporary file beside it, which then
+    takes its name. On failure the temporary file is removed and :class:`OutputError` names ``path``."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace ``path`` by ``text`` in one step."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    replace_atomic(path, lambda partial: partial.write_text(text))
 
 
 def write_csv_atomic(path: Path, rows: pd.DataFrame | list[dict]) -> None:
     """Replace ``path`` by the CSV of ``rows`` in one step."""
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     write_text_atomic(path, frame.to_csv(index=False))
+
+
+def run_status(run_dir: Path) -> str:
+    """The ``status`` column of a run folder's summary.csv, or ``"no summary"``."""
+    try:
+        return str(pd.read_csv(run_dir / SUMMARY).status.iloc[0])
+    except (OSError, ValueError, AttributeError, IndexError, pd.errors.ParserError):
+        return "no summary"
 
 
 def list_runs(root: Path) -> pd.DataFrame:

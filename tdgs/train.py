@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .data import Splits, load_dataset
 from .model import PoolingCNN
-from .results import CONFIG, METRICS, SUMMARY, TEMPERATURES, write_csv_atomic, write_text_atomic
+from .results import CONFIG, METRICS, SUMMARY, TEMPERATURES, OutputError, run_status, write_csv_atomic, write_text_atomic
 from .step import TrainStep, autocast, make_adam, resolve_mode
 from .summaries import pooler_summary, temperature_table
 from .validate import ConfigError, resolve_device, validate
@@ -114,6 +115,16 @@ def identity(cfg: DictConfig) -> dict:
     return {"dataset": str(dataset), "pooler": str(pooler), "trainer": str(trainer), "seed": cfg.seed}
 
 
+def completed_run(run_dir: Path, cfg: DictConfig) -> dict | None:
+    """The summary of ``run_dir`` if it holds this configuration's run, completed with
+    ``trainer.epochs`` epochs (a checkpoint of another configuration is refused), else None."""
+    summary = pd.read_csv(run_dir / SUMMARY).iloc[0].to_dict() if run_status(run_dir) == "completed" else None
+    if summary is None or summary.get("epochs_done") != cfg.trainer.epochs:
+        return None
+    state = load_checkpoint(run_dir, identity(cfg))
+    return summary if state is not None and state["epoch"] == cfg.trainer.epochs else None
+
+
 def wants_resume(cfg: DictConfig) -> bool:
     """``resume=true``, or a SLURM job requeued after preemption (it resumes by itself)."""
     return bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
@@ -123,8 +134,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Train one model as ``cfg`` says, writing the run's files into ``run_dir``; return the summary.
 
     Checks the config first; checkpoints after every epoch; with ``resume=true`` continues from
-    the last complete epoch of ``run_dir``. Raises ConfigError, DatasetUnavailable,
-    TrainingDiverged or Interrupted (SIGTERM/SIGINT) after writing summary.csv."""
+    the last complete epoch of ``run_dir`` (and leaves a completed one as it is). Raises
+    ConfigError, DatasetUnavailable, TrainingDiverged, OutputError or Interrupted (SIGTERM/SIGINT)
+    after writing summary.csv (when it can)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = cfg.trainer
     pooler = pooler_columns(cfg.pooler)
@@ -153,6 +165,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         validate(cfg)
         if not owned and not wants_resume(cfg):
             raise ConfigError(f"{run_dir} already holds a run; resume=true continues it, or choose another hydra.run.dir")
+        if not owned and (done := completed_run(run_dir, cfg)) is not None:  # resuming a sweep: left as it is
+            log.info(f"{run_dir} already completed these {trainer.epochs} epochs; nothing to do")
+            return done
         if trainer.threads:
             torch.set_num_threads(trainer.threads)
         seed_everything(cfg.seed, trainer.deterministic)
@@ -277,4 +292,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         raise
     finally:
         if owned:
-            write_csv_atomic(run_dir / SUMMARY, [summary])
+            try:
+                write_csv_atomic(run_dir / SUMMARY, [summary])
+            except OutputError:
+                if summary["status"] == "completed":  # otherwise the error that stopped the run is the one to report
+                    raise

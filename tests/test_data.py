@@ -96,8 +96,29 @@ def test_truncated_idx_file_is_reported(tmp_path):
     make_idx_folder(tmp_path / "MNIST" / "raw", gz=False)
     path = tmp_path / "MNIST" / "raw" / IDX_FILES[0]
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(DatasetUnavailable, match="cannot read"):
+    with pytest.raises(DatasetUnavailable) as info:
         load_dataset("mnist", root=str(tmp_path), download=False)
+    assert str(info.value) == (
+        f"{path} is damaged or incomplete: its header promises 9424 bytes, it holds 100; delete it to fetch it again"
+    )
+
+
+def test_truncated_gz_source_is_reported_and_leaves_nothing_behind(tmp_path):
+    make_idx_folder(tmp_path / "source", gz=True)
+    gz = tmp_path / "source" / f"{IDX_FILES[0]}.gz"
+    gz.write_bytes(gz.read_bytes()[:200])
+    with pytest.raises(DatasetUnavailable, match=rf"^{gz} is damaged or incomplete \(EOFError") as info:
+        load_dataset("fashion_mnist", root=str(tmp_path / "data"), source=str(tmp_path / "source"))
+    assert "\n" not in str(info.value)
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    assert not (raw / IDX_FILES[0]).exists() and not list(raw.glob("*.partial"))
+
+
+def test_a_damaged_cifar_archive_is_reported(tmp_path):
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b not really")
+    with pytest.raises(DatasetUnavailable, match=r"cifar-10-python.tar.gz is damaged or incomplete"):
+        load_dataset("cifar10", root=str(tmp_path), download=False)
+    assert not (tmp_path / CIFAR_FOLDER).exists() and not list(tmp_path.glob(".extract.*"))
 
 
 def make_cifar_folder(folder, per_batch=3, seed=0):
@@ -141,7 +162,7 @@ def test_cifar_missing_offline(tmp_path):
 def test_cifar_corrupt_batch(tmp_path):
     make_cifar_folder(tmp_path / CIFAR_FOLDER)
     (tmp_path / CIFAR_FOLDER / "data_batch_3").write_bytes(b"not a pickle")
-    with pytest.raises(DatasetUnavailable, match="cannot read the batches"):
+    with pytest.raises(DatasetUnavailable, match=rf"{CIFAR_FOLDER}/data_batch_3 is damaged or incomplete"):
         load_dataset("cifar10", root=str(tmp_path), download=False)
 
 

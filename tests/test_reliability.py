@@ -50,18 +50,20 @@ if not torch.cuda.is_available():
     BAD_INPUTS.append((["device=cuda"], "device=cuda but CUDA is not available here; use device=auto or device=cpu"))
 
 
-def assert_refused_in_one_line(overrides, message, *, tmp_path, monkeypatch, capfd):
+def assert_refused_in_one_line(overrides, message, *, tmp_path, monkeypatch, capfd, code=2):
     """tdgs-train's own entry point, in this process (a subprocess costs 5 s of start-up; the
-    console script itself is run by the tests below): exit code 2, exactly one ERROR line ending
-    with ``message``, no traceback."""
-    monkeypatch.setattr(sys, "argv", ["tdgs-train", *overrides, f"hydra.run.dir={tmp_path / 'run'}"])
+    console script itself is run by the tests below): exit code ``code``, exactly one ERROR line
+    ending with ``message``, no traceback."""
+    if not any(o.startswith("hydra.run.dir=") for o in overrides):
+        overrides = [*overrides, f"hydra.run.dir={tmp_path / 'run'}"]
+    monkeypatch.setattr(sys, "argv", ["tdgs-train", *overrides])
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", list(root.handlers))  # Hydra sets up logging; undone after
     monkeypatch.setattr(root, "level", root.level)
     with pytest.raises(SystemExit) as exit:
         train_main()
     output = "".join(capfd.readouterr())
-    assert exit.value.code == 2 and "Traceback" not in output
+    assert exit.value.code == code and "Traceback" not in output, output
     errors = [line for line in output.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and errors[0].endswith(message), output
 
@@ -171,11 +173,13 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one_then_to_a_clean_sta
     assert pd.read_csv(run / "metrics.csv").epoch.tolist() == [1, 2]
 
 
-def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
+def test_a_failing_job_does_not_stop_the_sweep_but_fails_it(tmp_path):
     sweep = tmp_path / "sweep"
     done = run_train("-m", *SMALL, "dataset.train_size=256", "trainer.epochs=1", "pooler=tdgs", "pooler.t0=-1,1.0",
                      f"hydra.sweep.dir={sweep}", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr
+    (line,) = [line for line in (done.stdout + done.stderr).splitlines() if "jobs of the sweep" in line]
+    assert line.endswith(f"1 of 2 jobs of the sweep did not complete: {sweep / '0_synthetic_tdgs_seed0'}")
     statuses = {p.parent.name: pd.read_csv(p).status[0] for p in sweep.rglob("summary.csv")}
     assert sorted(statuses.values()) == ["completed", "failed"]
     failed = next(pd.read_csv(p).iloc[0] for p in sweep.rglob("summary.csv") if pd.read_csv(p).status[0] == "failed")

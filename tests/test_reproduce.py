@@ -1,28 +1,47 @@
-"""The one-command reproduction, in its smoke variant: four sweeps and the report, end to end."""
+"""The one-command reproduction, in its smoke variant: four sweeps and the report, end to end,
+killed part-way and resumed with --resume."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = str(ROOT / "scripts" / "reproduce.sh")
+EXPECTED = {"deck_table": 4, "temperature_init": 18, "all_poolers": 14, "tdgs_ablation": 24}
 
 
-def test_smoke_reproduction_runs_every_experiment_and_reports(tmp_path):
+def test_a_killed_smoke_reproduction_resumes_to_every_run_once_and_the_report(tmp_path):
     out = tmp_path / "reproduce"
     env = {**os.environ, "TDGS_REPRODUCE_DIR": str(out), "TDGS_BIN": str(Path(sys.executable).parent),
            "TDGS_DATA_DIR": str(tmp_path / "data")}
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "reproduce.sh"), "--smoke", "dataset.train_size=256", "dataset.test_size=128"],
-        env=env, capture_output=True, text=True, timeout=1200,
-    )
+    started = subprocess.Popen(["bash", SCRIPT, "--smoke", "dataset.train_size=256", "dataset.test_size=128"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while len(list(out.rglob("summary.csv"))) < 10:  # deck_table done, temperature_init under way
+        assert started.poll() is None and time.time() < deadline, "the reproduction ended before it was killed"
+        time.sleep(0.1)
+    os.killpg(started.pid, signal.SIGKILL)  # the script and the sweep it runs, at once
+    started.wait()
+    finished = {path: path.stat().st_mtime_ns for path in out.rglob("summary.csv")}
+
+    done = subprocess.run(["bash", SCRIPT, "--resume", str(out)], env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = {name: len(list((out / name).rglob("summary.csv"))) for name in ("deck_table", "temperature_init", "all_poolers", "tdgs_ablation")}
-    assert runs == {"deck_table": 4, "temperature_init": 18, "all_poolers": 14, "tdgs_ablation": 24}
+    assert {name: len(list((out / name).rglob("summary.csv"))) for name in EXPECTED} == EXPECTED
+    assert {path: path.stat().st_mtime_ns for path in finished} == finished  # finished runs were left as they were
+    for metrics in out.rglob("metrics.csv"):
+        assert pd.read_csv(metrics).epoch.tolist() == [1], metrics  # every epoch once
     report = (out / "report" / "report.md").read_text()
     assert "60 completed runs" in report and "None: every run folder completed" in report
     configurations = pd.read_csv(out / "report" / "configurations.csv")
     assert {"normalize", "eval_mode", "granularity", "t0"} <= set(configurations.columns)
     assert (out / "report" / "accuracy_vs_t0.png").exists()
+
+
+def test_resume_needs_a_reproduction_folder(tmp_path):
+    done = subprocess.run(["bash", SCRIPT, "--resume", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip() == f"reproduce: {tmp_path} holds no reproduction to resume (no reproduce.args)"

@@ -6,12 +6,16 @@ the files expected, where, and how to get them, when neither works."""
 from __future__ import annotations
 
 import gzip
+import math
+import os
 import pickle
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from torchvision import datasets
 from torchvision.datasets.utils import extract_archive
 
@@ -31,28 +35,59 @@ IDX_SOURCES = {
 }
 
 
+def preparing(folder: Path) -> FileLock:
+    """An inter-process lock on preparing the data in ``folder`` (staging, downloading,
+    extracting): parallel jobs and SLURM jobs share one data folder, and the first one to take the
+    lock does the work while the others wait and then find it done."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder / ".prepare.lock"))
+
+
+def check_idx(path: Path) -> None:
+    """Refuse a damaged or half-written IDX file: its header (magic number, then one big-endian
+    size per dimension) must promise exactly the bytes the file holds."""
+    with open(path, "rb") as f:
+        header = f.read(4)
+        dims = f.read(4 * header[3]) if len(header) == 4 else b""
+    size = path.stat().st_size
+    if len(header) < 4 or header[:3] != b"\x00\x00\x08" or len(dims) != 4 * header[3]:
+        raise DatasetUnavailable(f"{path} is not an IDX file of bytes (damaged?); delete it to fetch it again")
+    expected = 4 + len(dims) + math.prod(struct.unpack(f">{header[3]}I", dims))
+    if size != expected:
+        raise DatasetUnavailable(
+            f"{path} is damaged or incomplete: its header promises {expected} bytes, it holds {size}; "
+            "delete it to fetch it again"
+        )
+
+
 def _stage(src: Path, target: Path) -> None:
-    """Copy ``src`` (gunzipped if it ends in .gz) to ``target`` through a temporary file, so a
-    half-written file never stays behind."""
-    partial = target.with_name(target.name + ".partial")
+    """Copy ``src`` (gunzipped if it ends in .gz) to ``target`` through a temporary file of this
+    process, checked before it takes ``target``'s name: a half-written file never stays behind."""
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     opener = gzip.open if src.suffix == ".gz" else open
-    with opener(src, "rb") as fin, open(partial, "wb") as fout:
-        shutil.copyfileobj(fin, fout)
+    try:
+        with opener(src, "rb") as fin, open(partial, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        check_idx(partial)
+    except (OSError, EOFError, DatasetUnavailable) as error:  # a truncated .gz, a damaged file
+        partial.unlink(missing_ok=True)
+        raise DatasetUnavailable(f"{src} is damaged or incomplete ({_first_line(error)}); replace it") from None
     partial.replace(target)
 
 
 def stage_idx_files(raw: Path, source: Path | None) -> None:
     """Put the four extracted IDX files in ``raw`` when they are not there yet: from ``source``
-    (plain or ``.gz``) when given, else by extracting a ``.gz`` already in ``raw``."""
+    (plain or ``.gz``) when given, else by extracting a ``.gz`` already in ``raw``. Safe when
+    several processes do it at once (see :func:`preparing`)."""
     if source is not None and not source.is_dir():
         raise DatasetUnavailable(f"dataset.source={str(source)!r} is not a readable folder")
-    raw.mkdir(parents=True, exist_ok=True)
-    for name in IDX_FILES:
-        target = raw / name
-        candidates = [source / name, source / f"{name}.gz"] if source is not None else []
-        found = next((c for c in [*candidates, raw / f"{name}.gz"] if c.is_file()), None)
-        if not target.is_file() and found is not None:
-            _stage(found, target)
+    with preparing(raw):
+        for name in IDX_FILES:
+            target = raw / name
+            candidates = [source / name, source / f"{name}.gz"] if source is not None else []
+            found = next((c for c in [*candidates, raw / f"{name}.gz"] if c.is_file()), None)
+            if not target.is_file() and found is not None:
+                _stage(found, target)
 
 
 def load_idx_dataset(name: str, *, root: str, source: str | None = None, download: bool = True) -> Splits:
@@ -62,10 +97,12 @@ def load_idx_dataset(name: str, *, root: str, source: str | None = None, downloa
     stage_idx_files(raw, Path(source) if source is not None else None)
     reason = "download is off (dataset.download=false)"
     if download and not all((raw / f).is_file() for f in IDX_FILES):
-        try:
-            cls(root, train=True, download=True)
-        except Exception as error:  # offline, or every mirror failed: explained below
-            reason = f"download failed ({_first_line(error)})"
+        with preparing(raw):  # one download for all the jobs that need it
+            try:
+                if not all((raw / f).is_file() for f in IDX_FILES):
+                    cls(root, train=True, download=True)
+            except Exception as error:  # offline, or every mirror failed: explained below
+                reason = f"download failed ({_first_line(error)})"
     missing = [f for f in IDX_FILES if not (raw / f).is_file()]
     if missing:
         raise DatasetUnavailable(
@@ -73,6 +110,8 @@ def load_idx_dataset(name: str, *, root: str, source: str | None = None, downloa
             f"({', '.join(IDX_FILES)}, plain or .gz) from {IDX_SOURCES[name]} and put them in {raw}, "
             f"or pass dataset.source=DIR with DIR holding them."
         )
+    for f in IDX_FILES:
+        check_idx(raw / f)
     try:
         train, test = cls(root, train=True), cls(root, train=False)
     except Exception as error:
@@ -97,29 +136,50 @@ def _read_cifar_batches(folder: Path, names: tuple[str, ...]) -> tuple[torch.Ten
     """Images (N, 3, 32, 32) uint8 and labels (N,) from CIFAR-10's python pickle batches."""
     data, labels = [], []
     for name in names:
-        with open(folder / name, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-        data.append(np.asarray(entry["data"], dtype=np.uint8))
-        labels.extend(entry["labels"])
+        try:
+            with open(folder / name, "rb") as f:
+                entry = pickle.load(f, encoding="latin1")
+            data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3072))
+            labels.extend(entry["labels"])
+        except Exception as error:  # truncated, not a pickle, another format
+            raise DatasetUnavailable(
+                f"cifar10: {folder / name} is damaged or incomplete ({_first_line(error)}); delete it to fetch it again"
+            ) from None
     images = torch.from_numpy(np.concatenate(data)).view(-1, 3, 32, 32)  # rows are C-major
     return images, torch.tensor(labels, dtype=torch.long)
 
 
+def _extract_cifar(archive: Path, root: Path) -> None:
+    """Extract ``archive`` into a folder of this process, then move its batches folder into place
+    in one rename: an interrupted extraction never leaves half a folder behind."""
+    scratch = root / f".extract.{os.getpid()}"
+    try:
+        extract_archive(str(archive), str(scratch))
+        (scratch / CIFAR_FOLDER).replace(root / CIFAR_FOLDER)
+    except Exception as error:
+        raise DatasetUnavailable(f"cifar10: {archive} is damaged or incomplete ({_first_line(error)}); delete it to download it again") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def load_cifar10(*, root: str, download: bool = True) -> Splits:
     """CIFAR-10 from ``root/cifar-10-batches-py``: extracted from ``root/cifar-10-python.tar.gz``
-    when only the archive is there, downloaded by torchvision (md5-checked) when neither is."""
+    when only the archive is there, downloaded by torchvision (md5-checked) when neither is. Safe
+    when several processes do it at once (see :func:`preparing`)."""
     folder = Path(root) / CIFAR_FOLDER
     names = CIFAR_TRAIN + CIFAR_TEST
     reason = "download is off (dataset.download=false)"
     if not all((folder / n).is_file() for n in names):
         archive = Path(root) / CIFAR_ARCHIVE
-        try:
-            if archive.is_file():
-                extract_archive(str(archive), root)
-            elif download:
-                datasets.CIFAR10(root, train=True, download=True)
-        except Exception as error:  # offline, a bad archive: explained below
-            reason = f"{'extracting' if archive.is_file() else 'download'} failed ({_first_line(error)})"
+        with preparing(Path(root)):
+            if not all((folder / n).is_file() for n in names):
+                if archive.is_file():
+                    _extract_cifar(archive, Path(root))
+                elif download:
+                    try:
+                        datasets.CIFAR10(root, train=True, download=True)
+                    except Exception as error:  # offline: explained below
+                        reason = f"download failed ({_first_line(error)})"
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         raise DatasetUnavailable(
@@ -127,11 +187,8 @@ def load_cifar10(*, root: str, download: bool = True) -> Splits:
             f"{CIFAR_ARCHIVE} (python version) from https://www.cs.toronto.edu/~kriz/cifar.html "
             f"and put it, or its extracted {CIFAR_FOLDER} folder, in {root}."
         )
-    try:
-        train_images, train_labels = _read_cifar_batches(folder, CIFAR_TRAIN)
-        test_images, test_labels = _read_cifar_batches(folder, CIFAR_TEST)
-    except Exception as error:
-        raise DatasetUnavailable(f"cifar10: cannot read the batches in {folder}: {_first_line(error)}") from error
+    train_images, train_labels = _read_cifar_batches(folder, CIFAR_TRAIN)
+    test_images, test_labels = _read_cifar_batches(folder, CIFAR_TEST)
     return Splits("cifar10", train_images, train_labels, test_images, test_labels, 10)
 
 
