@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_dir
 import tdgs.train
 from tdgs.cli import CONF_DIR, train_main
 from tdgs.train import TrainingDiverged, train
+from tdgs.validate import ConfigError
 
 SMALL = ["dataset=synthetic", "dataset.train_size=2000", "dataset.test_size=200", "trainer.progress=false"]
 
@@ -187,9 +188,10 @@ def test_a_failing_job_does_not_stop_the_sweep_but_fails_it(tmp_path):
 
 
 def test_a_run_folder_is_never_overwritten_by_a_refused_start(tmp_path):
+    """In this process, through train() (the command line turns ConfigError into exit code 2)."""
     run = tmp_path / "run"
-    args = [*SMALL, "dataset.train_size=256", "pooler=max", f"hydra.run.dir={run}"]
-    assert run_train(*args, "trainer.epochs=2", cwd=tmp_path).returncode == 0
+    args = [*SMALL, "dataset.train_size=256", "pooler=max"]
+    assert train(_compose(*args, "trainer.epochs=2"), run)["status"] == "completed"
     before = {name: (run / name).read_bytes() for name in ("summary.csv", "metrics.csv", "config.yaml", "checkpoint.pt")}
     refusals = [
         (["trainer.epochs=2"], "already holds a run; resume=true continues it"),  # a fresh start
@@ -198,9 +200,8 @@ def test_a_run_folder_is_never_overwritten_by_a_refused_start(tmp_path):
         (["trainer.epochs=1", "resume=true"], "trainer.epochs=1 but"),
     ]
     for overrides, message in refusals:
-        done = run_train(*args, *overrides, cwd=tmp_path)
-        output = done.stdout + done.stderr
-        assert done.returncode == 2 and message in output and "Traceback" not in output, output
+        with pytest.raises(ConfigError, match=message):
+            train(_compose(*args, *overrides), run)
         assert {name: (run / name).read_bytes() for name in before} == before
 
 
