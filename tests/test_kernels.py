@@ -119,7 +119,7 @@ def test_cpp_tdgs_kernel_soft_sample_gradcheck(normalize):
     x = (torch.rand(2, 3, 6, 6, dtype=torch.float64) + 0.1).requires_grad_()
     t = (torch.rand(3, 3, 3, dtype=torch.float64) + 0.5).requires_grad_()
     seed = torch.tensor(1234)
-    assert gradcheck(lambda x, t: ops.apply(ops.TDGS, "cpp", x, t, seed, 2, 2, normalize, "soft", "none", 0.0), (x, t))
+    assert gradcheck(lambda x, t: ops.apply(ops.TDGS, "cpp", x, t, seed, 2, 2, 0, normalize, "soft", "none", 0.0), (x, t))
 
 
 @pytest.mark.parametrize("kernels", KERNEL_BACKENDS, indirect=True)
@@ -362,19 +362,28 @@ def _op_cases(device):
     seed = backend.draw_seed(device)
     t = (torch.rand(3, 4, 4, device=device) + 0.2).requires_grad_()
     mask, bias = torch.randn(3, 4, device=device, requires_grad=True), torch.randn(3, device=device, requires_grad=True)
-    cases = [(torch.ops.tdgs.tdgs_pool, (x, t, seed, 2, 2, normalize, mode, "none", 0.0))
+    cases = [(torch.ops.tdgs.tdgs_pool, (x, t, seed, 2, 2, 0, normalize, mode, "none", 0.0))
              for normalize in ("l2", "none") for mode in ("hard", "soft", "expectation", "argmax")]
-    cases += [(torch.ops.tdgs.tdgs_pool, (x, t - 0.5, seed, 2, 2, "l2", "hard", rectifier, 0.1)) for rectifier in ("relu", "softplus")]
-    cases += [(torch.ops.tdgs.gated_pool, (x, mask, bias, 2, 2)), (torch.ops.tdgs.gated_pool, (x, None, bias, 2, 2))]
-    cases += [(torch.ops.tdgs.stochastic_pool, (x, seed, 2, 2, training)) for training in (True, False)]
-    cases += [(torch.ops.tdgs.s3_pool, (x, seed, 2, 2, 4, training)) for training in (True, False)]
+    cases += [(torch.ops.tdgs.tdgs_pool, (x, t - 0.5, seed, 2, 2, 0, "l2", "hard", rectifier, 0.1)) for rectifier in ("relu", "softplus")]
+    cases += [(torch.ops.tdgs.gated_pool, (x, mask, bias, 2, 2, 0)), (torch.ops.tdgs.gated_pool, (x, None, bias, 2, 2, 0))]
+    cases += [(torch.ops.tdgs.stochastic_pool, (x, seed, 2, 2, 0, training)) for training in (True, False)]
+    cases += [(torch.ops.tdgs.s3_pool, (x, seed, 2, 2, 0, 4, training)) for training in (True, False)]
     grad = torch.randn(2, 3, 4, 4, device=device)
     cases += [
-        (torch.ops.tdgs.tdgs_pool_backward, (grad, x.detach(), t.detach(), seed, 2, 2, "l2", "hard", "relu", 0.1)),
-        (torch.ops.tdgs.gated_pool_backward, (grad, x.detach(), mask.detach(), bias.detach(), 2, 2)),
-        (torch.ops.tdgs.gated_pool_backward, (grad, x.detach(), None, bias.detach(), 2, 2)),
-        (torch.ops.tdgs.stochastic_pool_backward, (grad, x.detach(), seed, 2, 2, True)),
-        (torch.ops.tdgs.s3_pool_backward, (grad, x.detach(), seed, 2, 2, 4, True)),
+        (torch.ops.tdgs.tdgs_pool_backward, (grad, x.detach(), t.detach(), seed, 2, 2, 0, "l2", "hard", "relu", 0.1)),
+        (torch.ops.tdgs.gated_pool_backward, (grad, x.detach(), mask.detach(), bias.detach(), 2, 2, 0)),
+        (torch.ops.tdgs.gated_pool_backward, (grad, x.detach(), None, bias.detach(), 2, 2, 0)),
+        (torch.ops.tdgs.stochastic_pool_backward, (grad, x.detach(), seed, 2, 2, 0, True)),
+        (torch.ops.tdgs.s3_pool_backward, (grad, x.detach(), seed, 2, 2, 0, 4, True)),
+    ]
+    # padded windows (a 3x3 window, stride 2, padding 1: ResNet's stem)
+    t3 = (torch.rand(3, 4, 4, device=device) + 0.2).requires_grad_()
+    mask3 = torch.randn(3, 9, device=device, requires_grad=True)
+    cases += [
+        (torch.ops.tdgs.tdgs_pool, (x, t3, seed, 3, 2, 1, "l2", "hard", "none", 0.0)),
+        (torch.ops.tdgs.gated_pool, (x, mask3, bias, 3, 2, 1)),
+        (torch.ops.tdgs.stochastic_pool, (x, seed, 3, 2, 1, True)),
+        (torch.ops.tdgs.s3_pool, (x, seed, 3, 2, 1, 4, True)),
     ]
     return cases
 

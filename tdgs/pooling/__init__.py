@@ -1,5 +1,6 @@
 """The poolers of SPEC.md sections 1-2: one pure function and one thin module each, a registry
-(:data:`POOLERS`) and a factory (:func:`create_pooler`)."""
+(:data:`POOLERS`), a factory (:func:`create_pooler`), and :func:`replace_pooling`, which puts a
+pooler in place of a network's ``nn.MaxPool2d`` layers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import inspect
 from torch import nn
 
 from .base import Pool2d
+from .replace import replace_pooling
 from .basic import AvgPool, MaxPool
 from .gated import GatedPool, gated_pool2d
 from .mixed import MixedPool, mixed_pool2d
@@ -27,17 +29,23 @@ POOLERS: dict[str, type[Pool2d]] = {
 
 
 def pooler_options(name: str) -> tuple[str, ...]:
-    """The keyword options the pooler ``name`` takes (``kernel_size``, ``stride`` and its own)."""
-    signature = inspect.signature(POOLERS[name].__init__)
-    return tuple(p.name for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY)
+    """The keyword options the pooler ``name`` takes: its own, then the window's (``kernel_size``,
+    ``stride``, ``padding``, ``dilation``, ``ceil_mode``)."""
+    options = []
+    for cls in POOLERS[name].__mro__:
+        if issubclass(cls, Pool2d) and "__init__" in vars(cls):
+            parameters = inspect.signature(cls.__init__).parameters.values()
+            options += [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in options]
+    return tuple(options)
 
 
-def create_pooler(name: str, channels: int, **options) -> nn.Module:
-    """Build the pooler ``name`` (a key of :data:`POOLERS`) for ``channels`` input channels.
+def create_pooler(name: str, channels: int | None = None, **options) -> nn.Module:
+    """Build the pooler ``name`` (a key of :data:`POOLERS`) for ``channels`` input channels
+    (``None``: taken from the first input).
 
     Example:
         >>> create_pooler("tdgs", 16, t0=0.5, granularity="channel")
-        TDGSPool(channels=16, kernel_size=2, stride=2, t0=0.5, granularity='channel', eps=0.1, rectifier='relu', normalize='l2', hard=True, eval_mode='expectation')
+        TDGSPool(channels=16, kernel_size=2, stride=2, padding=0, t0=0.5, granularity='channel', eps=0.1, rectifier='relu', normalize='l2', hard=True, eval_mode='expectation')
     """
     if name not in POOLERS:
         raise ValueError(f"pooler must be one of {', '.join(map(repr, POOLERS))}, but got {name!r}")
@@ -54,6 +62,7 @@ __all__ = [
     "POOLERS",
     "create_pooler",
     "pooler_options",
+    "replace_pooling",
     "AvgPool",
     "GatedPool",
     "MaxPool",

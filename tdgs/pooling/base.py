@@ -1,38 +1,76 @@
-"""What every pooler module shares: channel count, kernel_size and stride, input checks."""
+"""What every pooler module shares: channel count, the window (kernel_size, stride, padding, as
+``nn.MaxPool2d`` takes them), input checks; and lazy parameters for poolers built without
+``channels``."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules.lazy import LazyModuleMixin
 
-from .checks import check_positive_int
+from .checks import check_positive_int, check_window
 from .windows import pooled_size
 
 
 class Pool2d(nn.Module):
-    """Base of the pooler modules: ``(B, C, H, W) -> (B, C, floor((H-k)/s)+1, floor((W-k)/s)+1)``.
+    """Base of the pooler modules: ``(B, C, H, W) -> (B, C, Ho, Wo)``, ``Ho = floor((H + 2p - k) / s) + 1``.
 
     Args:
-        channels: number of input channels ``C`` (sizes the per-channel parameters, if any).
+        channels: number of input channels ``C``, which sizes per-channel parameters; ``None``: taken
+            from the first input (as ``nn.LazyConv2d``).
         kernel_size: window side ``k`` (as :class:`torch.nn.MaxPool2d`).
         stride: window step ``s``.
+        padding: ``p`` lines added on every side, at most ``k // 2``; padded positions are never
+            picked and carry no weight (as max pooling's ``-inf`` padding).
+        dilation, ceil_mode: only ``1`` and ``False``, accepted so that a pooler takes
+            ``nn.MaxPool2d``'s arguments.
     """
 
-    def __init__(self, channels: int, *, kernel_size: int = 2, stride: int = 2) -> None:
+    def __init__(
+        self,
+        channels: int | None = None,
+        *,
+        kernel_size: int = 2,
+        stride: int = 2,
+        padding: int = 0,
+        dilation: int = 1,
+        ceil_mode: bool = False,
+    ) -> None:
         super().__init__()
-        self.channels = check_positive_int("channels", channels)
-        self.kernel_size = check_positive_int("kernel_size", kernel_size)
-        self.stride = check_positive_int("stride", stride)
+        self.channels = None if channels is None else check_positive_int("channels", channels)
+        self.kernel_size, self.stride, self.padding = check_window(kernel_size, stride, padding, dilation, ceil_mode)
 
     def output_size(self, x: torch.Tensor) -> tuple[int, int]:
         """Check that ``x`` is a ``(B, C, H, W)`` batch this pooler can take; return ``(Ho, Wo)``."""
         if x.dim() != 4:
             raise ValueError(f"input must have shape (B, C, H, W), but got shape {tuple(x.shape)}")
-        if x.shape[1] != self.channels:
+        if self.channels is not None and x.shape[1] != self.channels:
             raise ValueError(
                 f"input has {x.shape[1]} channels, but this pooler was built for channels={self.channels}"
             )
-        return pooled_size(x.shape[2], x.shape[3], self.kernel_size, self.stride)
+        return pooled_size(x.shape[2], x.shape[3], self.kernel_size, self.stride, self.padding)
+
+    @property
+    def window(self) -> dict:
+        """The window arguments of the pooling functions."""
+        return {"kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        return (
+            f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        )
+
+
+class LazyChannels(LazyModuleMixin):
+    """For a pooler whose parameters have one row per channel: built without ``channels``, they are
+    ``nn.UninitializedParameter``s until the first input says how many (see ``materialize``)."""
+
+    def initialize_parameters(self, x: torch.Tensor) -> None:
+        """Size the uninitialised parameters from the first input (called by LazyModuleMixin)."""
+        if self.has_uninitialized_params():
+            self.output_size(x)  # the input's checks first
+            self.channels = x.shape[1]
+            self.materialize(x)
+
+    def materialize(self, x: torch.Tensor) -> None:  # pragma: no cover - every lazy pooler overrides it
+        raise NotImplementedError

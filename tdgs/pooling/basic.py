@@ -1,4 +1,5 @@
-"""Max and average pooling (SPEC.md section 1: ``max``, ``avg``), as modules of the common pooler interface."""
+"""Max and average pooling (the deck's baselines, ``max`` and ``avg``), as modules of the common
+pooler interface."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ class MaxPool(Pool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.output_size(x)
-        return F.max_pool2d(x, self.kernel_size, self.stride)
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
 
 
 class AvgPool(Pool2d):
-    """Mean of each window: :func:`torch.nn.functional.avg_pool2d`, the same in training and evaluation."""
+    """Mean of each window's own values (padded positions carry no weight: ``count_include_pad=False``),
+    the same in training and evaluation."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.output_size(x)
-        return F.avg_pool2d(x, self.kernel_size, self.stride)
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, count_include_pad=False)

@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .windows import memory_format, pooled_size
 
@@ -105,29 +106,45 @@ def _like(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out if x.is_contiguous() else out.contiguous(memory_format=memory_format(x))
 
 
-def _temperature(x, theta, rectifier, eps, kernel_size, stride):
+def _padded(x: torch.Tensor, padding: int, fill: float = 0.0) -> torch.Tensor:
+    """``x`` contiguous, with ``padding`` lines of ``fill`` on every side (the kernels see those
+    positions as padding: never picked, no weight)."""
+    return F.pad(x, (padding,) * 4, value=fill).contiguous() if padding else x.contiguous()
+
+
+def _unpadded(grad_x: torch.Tensor, x: torch.Tensor, padding: int) -> torch.Tensor:
+    """The gradient of ``x`` from that of its padded copy."""
+    if padding:
+        grad_x = grad_x[..., padding:-padding, padding:-padding]
+    return _like(grad_x.contiguous(), x)
+
+
+def _temperature(x, theta, rectifier, eps, kernel_size, stride, padding):
     """(T, dT/dtheta), each as (C, Ho, Wo) views in ``x``'s dtype, for ``T = rectifier(theta) + eps``."""
-    height, width = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
+    height, width = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
     theta = theta.to(x.dtype).expand(x.shape[1], height, width)  # (C, Ho, Wo), a view
     if rectifier == "relu":
         return theta.clamp_min(0) + eps, (theta > 0).to(x.dtype)
     if rectifier == "softplus":
-        return torch.nn.functional.softplus(theta) + eps, torch.sigmoid(theta)
+        return F.softplus(theta) + eps, torch.sigmoid(theta)
     return theta + eps if eps else theta, None
 
 
-def tdgs_forward(x, theta, seed, kernel_size, stride, normalize, mode, rectifier="none", eps=0.0):
-    temperature, _ = _temperature(x, theta, rectifier, eps, kernel_size, stride)
+def tdgs_forward(x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier="none", eps=0.0):
+    temperature, _ = _temperature(x, theta, rectifier, eps, kernel_size, stride, padding)
     codes = (NORMALIZE_CODES[normalize], MODE_CODES[mode])
-    return _like(_ops().tdgs_forward(x.contiguous(), temperature, int(seed), kernel_size, stride, *codes), x)
+    out = _ops().tdgs_forward(_padded(x, padding), temperature, int(seed), kernel_size, stride, padding, *codes)
+    return _like(out, x)
 
 
-def tdgs_backward(grad, x, theta, seed, kernel_size, stride, normalize, mode, rectifier="none", eps=0.0):
+def tdgs_backward(grad, x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier="none", eps=0.0):
     """(d/dx, d/dtheta per window (B, C, Ho, Wo))."""
-    temperature, slope = _temperature(x, theta, rectifier, eps, kernel_size, stride)
+    temperature, slope = _temperature(x, theta, rectifier, eps, kernel_size, stride, padding)
     codes = (NORMALIZE_CODES[normalize], MODE_CODES[mode])
-    grad_x, grad_t = _ops().tdgs_backward(grad.contiguous(), x.contiguous(), temperature, int(seed), kernel_size, stride, *codes)
-    return _like(grad_x, x), grad_t if slope is None else grad_t * slope
+    grad_x, grad_t = _ops().tdgs_backward(
+        grad.contiguous(), _padded(x, padding), temperature, int(seed), kernel_size, stride, padding, *codes
+    )
+    return _unpadded(grad_x, x, padding), grad_t if slope is None else grad_t * slope
 
 
 def _gate_parameters(x, mask, bias, kernel_size):
@@ -139,47 +156,52 @@ def _gate_parameters(x, mask, bias, kernel_size):
     return mask.to(x.dtype).expand(rows, -1).contiguous(), bias.to(x.dtype).reshape(-1).expand(rows).contiguous()
 
 
-def gated_forward(x, mask, bias, kernel_size, stride):
+def gated_forward(x, mask, bias, kernel_size, stride, padding):
     """Mixed pooling is the case ``mask=None`` (a zero mask)."""
     mask, bias = _gate_parameters(x, mask, bias, kernel_size)
-    return _like(_ops().gated_forward(x.contiguous(), mask, bias, kernel_size, stride), x)
+    return _like(_ops().gated_forward(_padded(x, padding), mask, bias, kernel_size, stride, padding), x)
 
 
-def gated_backward(grad, x, mask, bias, kernel_size, stride):
+def gated_backward(grad, x, mask, bias, kernel_size, stride, padding):
     """(d/dx, per plane (B*C, k*k + 1): the sums of d/dmask and, last, d/dbias; (B*C, 1) without a mask)."""
     has_mask = mask is not None
     mask, bias = _gate_parameters(x, mask, bias, kernel_size)
-    grad_x, per_plane = _ops().gated_backward(grad.contiguous(), x.contiguous(), mask, bias, kernel_size, stride)
-    return _like(grad_x, x), per_plane if has_mask else per_plane[:, -1:].contiguous()
+    grad_x, per_plane = _ops().gated_backward(grad.contiguous(), _padded(x, padding), mask, bias, kernel_size, stride, padding)
+    return _unpadded(grad_x, x, padding), per_plane if has_mask else per_plane[:, -1:].contiguous()
 
 
-def stochastic_forward(x, seed, kernel_size, stride, training):
-    return _like(_ops().stochastic_forward(x.contiguous(), int(seed), kernel_size, stride, training), x)
+def stochastic_forward(x, seed, kernel_size, stride, padding, training):
+    """Padding with zeros is exact here: a 0 weighs nothing, as padding must."""
+    return _like(_ops().stochastic_forward(_padded(x, padding), int(seed), kernel_size, stride, training), x)
 
 
-def stochastic_backward(grad, x, seed, kernel_size, stride, training):
-    return _like(_ops().stochastic_backward(grad.contiguous(), x.contiguous(), int(seed), kernel_size, stride, training), x)
+def stochastic_backward(grad, x, seed, kernel_size, stride, padding, training):
+    grad_x = _ops().stochastic_backward(grad.contiguous(), _padded(x, padding), int(seed), kernel_size, stride, training)
+    return _unpadded(grad_x, x, padding)
 
 
-def _s3_geometry(x, seed, kernel_size, stride, grid_size, training):
-    """(rows, cols, repeat, Ho, Wo) of the S3 kernels: the sampled lines in training, every line
-    of the first Ho * stride (Wo * stride) in evaluation."""
-    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
+def _s3_geometry(height, width, seed, kernel_size, stride, padding, grid_size, training):
+    """(rows, cols, repeat, Ho, Wo) of the S3 kernels on the padded map: the sampled lines in
+    training, every line of the first Ho * stride (Wo * stride) in evaluation."""
+    out_h, out_w = pooled_size(height, width, kernel_size, stride, padding)
     if not training:
         return torch.arange(out_h * stride), torch.arange(out_w * stride), stride, out_h, out_w
-    rows = s3_lines(seed, x.shape[2], out_h, grid_size, grid_size // stride, 0)
-    cols = s3_lines(seed, x.shape[3], out_w, grid_size, grid_size // stride, 1)
+    rows = s3_lines(seed, height + 2 * padding, out_h, grid_size, grid_size // stride, 0)
+    cols = s3_lines(seed, width + 2 * padding, out_w, grid_size, grid_size // stride, 1)
     return rows, cols, 1, out_h, out_w
 
 
-def s3_forward(x, seed, kernel_size, stride, grid_size, training):
-    rows, cols, repeat, out_h, out_w = _s3_geometry(x, seed, kernel_size, stride, grid_size, training)
-    return _like(_ops().s3_forward(x.contiguous(), rows, cols, kernel_size, repeat, out_h, out_w), x)
+def s3_forward(x, seed, kernel_size, stride, padding, grid_size, training):
+    """Padding with -inf is exact here: S3 takes maxima, and no window is all padding."""
+    rows, cols, repeat, out_h, out_w = _s3_geometry(*x.shape[2:], seed, kernel_size, stride, padding, grid_size, training)
+    out = _ops().s3_forward(_padded(x, padding, float("-inf")), rows, cols, kernel_size, repeat, out_h, out_w)
+    return _like(out, x)
 
 
-def s3_backward(grad, x, seed, kernel_size, stride, grid_size, training):
-    rows, cols, repeat, _, _ = _s3_geometry(x, seed, kernel_size, stride, grid_size, training)
-    return _like(_ops().s3_backward(grad.contiguous(), x.contiguous(), rows, cols, kernel_size, repeat), x)
+def s3_backward(grad, x, seed, kernel_size, stride, padding, grid_size, training):
+    rows, cols, repeat, _, _ = _s3_geometry(*x.shape[2:], seed, kernel_size, stride, padding, grid_size, training)
+    grad_x = _ops().s3_backward(grad.contiguous(), _padded(x, padding, float("-inf")), rows, cols, kernel_size, repeat)
+    return _unpadded(grad_x, x, padding)
 
 
 def window_uniforms(seed, windows: int, window_size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import backend, ops
-from .base import Pool2d
+from .base import LazyChannels, Pool2d
 from .checks import check_choice
 
 GRANULARITIES = ("channel", "layer")
@@ -21,11 +21,14 @@ def gate_map(
     *,
     kernel_size: int = 2,
     stride: int = 2,
+    padding: int = 0,
 ) -> torch.Tensor:
-    """The responsive gate ``sigmoid(w . R_j + b)`` of every window. Shape: (B, C, H, W) -> (B, C, Ho, Wo)."""
+    """The responsive gate ``sigmoid(w . R_j + b)`` of every window (padded positions add nothing).
+    Shape: (B, C, H, W) -> (B, C, Ho, Wo)."""
     channels = x.shape[1]
     weight = mask.view(-1, 1, kernel_size, kernel_size).expand(channels, 1, kernel_size, kernel_size)
-    return torch.sigmoid(F.conv2d(x, weight, bias.expand(channels), stride=stride, groups=channels))
+    logit = F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype).expand(channels), stride=stride, padding=padding, groups=channels)
+    return torch.sigmoid(logit)
 
 
 def gated_pool2d(
@@ -35,8 +38,10 @@ def gated_pool2d(
     *,
     kernel_size: int = 2,
     stride: int = 2,
+    padding: int = 0,
 ) -> torch.Tensor:
-    """``g * max(R_j) + (1 - g) * mean(R_j)`` with the responsive gate ``g = sigmoid(w . R_j + b)``.
+    """``g * max(R_j) + (1 - g) * mean(R_j)`` with the responsive gate ``g = sigmoid(w . R_j + b)``
+    (the window's own values: padded positions carry no weight).
 
     Args:
         x: input, shape (B, C, H, W).
@@ -47,38 +52,48 @@ def gated_pool2d(
     """
     kernels = backend.kernels_for(x, mask, bias, kernel_size=kernel_size)
     if kernels is not None:
-        return ops.apply(ops.GATED, kernels, x, mask, bias, kernel_size, stride)
-    gate = gate_map(x, mask, bias, kernel_size=kernel_size, stride=stride)  # (B, C, Ho, Wo)
-    top = F.max_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)
-    mean = F.avg_pool2d(x, kernel_size, stride)  # (B, C, Ho, Wo)
+        return ops.apply(ops.GATED, kernels, x, mask, bias, kernel_size, stride, padding)
+    gate = gate_map(x, mask, bias, kernel_size=kernel_size, stride=stride, padding=padding)  # (B, C, Ho, Wo)
+    top = F.max_pool2d(x, kernel_size, stride, padding)  # (B, C, Ho, Wo)
+    mean = F.avg_pool2d(x, kernel_size, stride, padding, count_include_pad=False)  # (B, C, Ho, Wo)
     return mean + gate * (top - mean)
 
 
-class GatedPool(Pool2d):
+class GatedPool(LazyChannels, Pool2d):
     """See :func:`gated_pool2d`. Mask and bias start at 0 (gate 0.5 on every window).
 
     Args:
         granularity: ``"channel"`` (a mask and a bias per channel, default) or ``"layer"`` (one
             mask and bias shared by all channels, as in Lee et al.'s own code).
+        window: ``kernel_size``, ``stride``, ``padding`` (see :class:`~tdgs.pooling.base.Pool2d`).
     """
 
-    def __init__(
-        self, channels: int, *, kernel_size: int = 2, stride: int = 2, granularity: str = "channel"
-    ) -> None:
-        super().__init__(channels, kernel_size=kernel_size, stride=stride)
+    def __init__(self, channels: int | None = None, *, granularity: str = "channel", **window) -> None:
+        super().__init__(channels, **window)
         self.granularity = check_choice("granularity", granularity, GRANULARITIES)
-        rows = channels if granularity == "channel" else 1
-        self.mask = nn.Parameter(torch.zeros(rows, kernel_size * kernel_size))
-        self.bias = nn.Parameter(torch.zeros(rows))
+        window_size = self.kernel_size * self.kernel_size
+        if granularity == "channel" and self.channels is None:
+            self.mask, self.bias = nn.UninitializedParameter(), nn.UninitializedParameter()
+        else:
+            rows = self.channels if granularity == "channel" else 1
+            self.mask = nn.Parameter(torch.zeros(rows, window_size))
+            self.bias = nn.Parameter(torch.zeros(rows))
+
+    def materialize(self, x: torch.Tensor) -> None:
+        factory = {"device": x.device, "dtype": x.dtype}
+        self.mask.materialize((self.channels, self.kernel_size * self.kernel_size), **factory)
+        self.bias.materialize(self.channels, **factory)
+        with torch.no_grad():
+            self.mask.zero_(), self.bias.zero_()
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The gate of every window of ``x``, shape (B, C, Ho, Wo)."""
         self.output_size(x)
-        return gate_map(x, self.mask, self.bias, kernel_size=self.kernel_size, stride=self.stride)
+        return gate_map(x, self.mask, self.bias, **self.window)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.output_size(x)
-        return gated_pool2d(x, self.mask, self.bias, kernel_size=self.kernel_size, stride=self.stride)
+        return gated_pool2d(x, self.mask, self.bias, **self.window)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, granularity={self.granularity!r}"

@@ -29,9 +29,9 @@ def _kernels(x: Tensor):
     return backend.module(name)
 
 
-def _pooled_fake(x: Tensor, kernel_size: int, stride: int) -> Tensor:
+def _pooled_fake(x: Tensor, kernel_size: int, stride: int, padding: int) -> Tensor:
     """The output every kernel returns: (B, C, Ho, Wo), ``x``'s dtype and memory format."""
-    return pooled_empty(x, *pooled_size(x.shape[2], x.shape[3], kernel_size, stride))
+    return pooled_empty(x, *pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding))
 
 
 def _input_grad_fake(x: Tensor) -> Tensor:
@@ -45,9 +45,9 @@ def _parameter_grad_dtype(x: Tensor) -> torch.dtype:
     return x.dtype if backend.kernels_for(x) == "cpp" else torch.float32
 
 
-def _per_window_grad_fake(x: Tensor, kernel_size: int, stride: int) -> Tensor:
+def _per_window_grad_fake(x: Tensor, kernel_size: int, stride: int, padding: int) -> Tensor:
     """TDGS's d/dtheta per window, (B, C, Ho, Wo)."""
-    height, width = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
+    height, width = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
     return torch.empty((x.shape[0], x.shape[1], height, width), dtype=_parameter_grad_dtype(x), device=x.device)
 
 
@@ -56,31 +56,32 @@ def _per_window_grad_fake(x: Tensor, kernel_size: int, stride: int) -> Tensor:
 
 @torch.library.custom_op("tdgs::tdgs_pool", mutates_args=())
 def tdgs_pool(
-    x: Tensor, theta: Tensor, seed: Tensor, kernel_size: int, stride: int, normalize: str, mode: str, rectifier: str, eps: float
+    x: Tensor, theta: Tensor, seed: Tensor, kernel_size: int, stride: int, padding: int, normalize: str, mode: str,
+    rectifier: str, eps: float,
 ) -> Tensor:
     """TDGS pooling with the temperature ``T = rectifier(theta) + eps`` (``rectifier`` ``none``,
     ``relu`` or ``softplus``); ``mode``: ``hard``/``soft`` (samples with key ``seed``),
     ``expectation``, ``argmax``."""
-    return _kernels(x).tdgs_forward(x, theta, seed, kernel_size, stride, normalize, mode, rectifier, eps)
+    return _kernels(x).tdgs_forward(x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier, eps)
 
 
 @tdgs_pool.register_fake
-def _(x, theta, seed, kernel_size, stride, normalize, mode, rectifier, eps):
-    return _pooled_fake(x, kernel_size, stride)
+def _(x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier, eps):
+    return _pooled_fake(x, kernel_size, stride, padding)
 
 
 @torch.library.custom_op("tdgs::tdgs_pool_backward", mutates_args=())
 def tdgs_pool_backward(
-    grad: Tensor, x: Tensor, theta: Tensor, seed: Tensor, kernel_size: int, stride: int, normalize: str, mode: str,
-    rectifier: str, eps: float,
+    grad: Tensor, x: Tensor, theta: Tensor, seed: Tensor, kernel_size: int, stride: int, padding: int, normalize: str,
+    mode: str, rectifier: str, eps: float,
 ) -> tuple[Tensor, Tensor]:
     """(d/dx, d/dtheta of every window, (B, C, Ho, Wo)), regenerating the forward pass's noise from ``seed``."""
-    return _kernels(x).tdgs_backward(grad, x, theta, seed, kernel_size, stride, normalize, mode, rectifier, eps)
+    return _kernels(x).tdgs_backward(grad, x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier, eps)
 
 
 @tdgs_pool_backward.register_fake
-def _(grad, x, theta, seed, kernel_size, stride, normalize, mode, rectifier, eps):
-    return _input_grad_fake(x), _per_window_grad_fake(x, kernel_size, stride)
+def _(grad, x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier, eps):
+    return _input_grad_fake(x), _per_window_grad_fake(x, kernel_size, stride, padding)
 
 
 def _tdgs_setup(ctx, inputs, output) -> None:
@@ -103,27 +104,27 @@ def _tdgs_backward(ctx, grad):
 
 
 @torch.library.custom_op("tdgs::gated_pool", mutates_args=())
-def gated_pool(x: Tensor, mask: Optional[Tensor], bias: Tensor, kernel_size: int, stride: int) -> Tensor:
+def gated_pool(x: Tensor, mask: Optional[Tensor], bias: Tensor, kernel_size: int, stride: int, padding: int) -> Tensor:
     """Gated pooling with ``mask`` (R, k*k) and ``bias`` (R,), R = C or 1; mixed pooling without a mask."""
-    return _kernels(x).gated_forward(x, mask, bias, kernel_size, stride)
+    return _kernels(x).gated_forward(x, mask, bias, kernel_size, stride, padding)
 
 
 @gated_pool.register_fake
-def _(x, mask, bias, kernel_size, stride):
-    return _pooled_fake(x, kernel_size, stride)
+def _(x, mask, bias, kernel_size, stride, padding):
+    return _pooled_fake(x, kernel_size, stride, padding)
 
 
 @torch.library.custom_op("tdgs::gated_pool_backward", mutates_args=())
 def gated_pool_backward(
-    grad: Tensor, x: Tensor, mask: Optional[Tensor], bias: Tensor, kernel_size: int, stride: int
+    grad: Tensor, x: Tensor, mask: Optional[Tensor], bias: Tensor, kernel_size: int, stride: int, padding: int
 ) -> tuple[Tensor, Tensor]:
     """(d/dx, per plane (B*C, k*k + 1): d/dmask summed over the plane and, last, d/dbias; (B*C, 1)
     without a mask)."""
-    return _kernels(x).gated_backward(grad, x, mask, bias, kernel_size, stride)
+    return _kernels(x).gated_backward(grad, x, mask, bias, kernel_size, stride, padding)
 
 
 @gated_pool_backward.register_fake
-def _(grad, x, mask, bias, kernel_size, stride):
+def _(grad, x, mask, bias, kernel_size, stride, padding):
     columns = 1 if mask is None else kernel_size * kernel_size + 1
     return _input_grad_fake(x), x.new_empty((x.shape[0] * x.shape[1], columns), dtype=_parameter_grad_dtype(x))
 
@@ -142,31 +143,33 @@ def _gated_backward(ctx, grad):
     per_row = per_plane.view(x.shape[0], x.shape[1], columns).sum_to_size(1, rows, columns)[0]  # (R, k*k + 1)
     grad_mask = None if mask is None else per_row[:, :-1].sum_to_size(mask.shape).to(mask.dtype)
     grad_bias = per_row[:, -1].sum_to_size(bias.shape).to(bias.dtype)
-    return grad_x, grad_mask, grad_bias, None, None
+    return grad_x, grad_mask, grad_bias, *(None,) * len(ctx.options)
 
 
 # ---- stochastic --------------------------------------------------------------------------------
 
 
 @torch.library.custom_op("tdgs::stochastic_pool", mutates_args=())
-def stochastic_pool(x: Tensor, seed: Tensor, kernel_size: int, stride: int, training: bool) -> Tensor:
+def stochastic_pool(x: Tensor, seed: Tensor, kernel_size: int, stride: int, padding: int, training: bool) -> Tensor:
     """Stochastic pooling: a value drawn with probability proportional to it (training, key ``seed``),
     or the probability-weighted mean (evaluation)."""
-    return _kernels(x).stochastic_forward(x, seed, kernel_size, stride, training)
+    return _kernels(x).stochastic_forward(x, seed, kernel_size, stride, padding, training)
 
 
 @stochastic_pool.register_fake
-def _(x, seed, kernel_size, stride, training):
-    return _pooled_fake(x, kernel_size, stride)
+def _(x, seed, kernel_size, stride, padding, training):
+    return _pooled_fake(x, kernel_size, stride, padding)
 
 
 @torch.library.custom_op("tdgs::stochastic_pool_backward", mutates_args=())
-def stochastic_pool_backward(grad: Tensor, x: Tensor, seed: Tensor, kernel_size: int, stride: int, training: bool) -> Tensor:
-    return _kernels(x).stochastic_backward(grad, x, seed, kernel_size, stride, training)
+def stochastic_pool_backward(
+    grad: Tensor, x: Tensor, seed: Tensor, kernel_size: int, stride: int, padding: int, training: bool
+) -> Tensor:
+    return _kernels(x).stochastic_backward(grad, x, seed, kernel_size, stride, padding, training)
 
 
 @stochastic_pool_backward.register_fake
-def _(grad, x, seed, kernel_size, stride, training):
+def _(grad, x, seed, kernel_size, stride, padding, training):
     return _input_grad_fake(x)
 
 
@@ -185,24 +188,26 @@ def _input_only_backward(ctx, grad):
 
 
 @torch.library.custom_op("tdgs::s3_pool", mutates_args=())
-def s3_pool(x: Tensor, seed: Tensor, kernel_size: int, stride: int, grid_size: int, training: bool) -> Tensor:
+def s3_pool(x: Tensor, seed: Tensor, kernel_size: int, stride: int, padding: int, grid_size: int, training: bool) -> Tensor:
     """S3Pool: stride-1 max pooling, then the rows and columns drawn with key ``seed`` (training) or
     average pooling (evaluation)."""
-    return _kernels(x).s3_forward(x, seed, kernel_size, stride, grid_size, training)
+    return _kernels(x).s3_forward(x, seed, kernel_size, stride, padding, grid_size, training)
 
 
 @s3_pool.register_fake
-def _(x, seed, kernel_size, stride, grid_size, training):
-    return _pooled_fake(x, kernel_size, stride)
+def _(x, seed, kernel_size, stride, padding, grid_size, training):
+    return _pooled_fake(x, kernel_size, stride, padding)
 
 
 @torch.library.custom_op("tdgs::s3_pool_backward", mutates_args=())
-def s3_pool_backward(grad: Tensor, x: Tensor, seed: Tensor, kernel_size: int, stride: int, grid_size: int, training: bool) -> Tensor:
-    return _kernels(x).s3_backward(grad, x, seed, kernel_size, stride, grid_size, training)
+def s3_pool_backward(
+    grad: Tensor, x: Tensor, seed: Tensor, kernel_size: int, stride: int, padding: int, grid_size: int, training: bool
+) -> Tensor:
+    return _kernels(x).s3_backward(grad, x, seed, kernel_size, stride, padding, grid_size, training)
 
 
 @s3_pool_backward.register_fake
-def _(grad, x, seed, kernel_size, stride, grid_size, training):
+def _(grad, x, seed, kernel_size, stride, padding, grid_size, training):
     return _input_grad_fake(x)
 
 

@@ -47,6 +47,7 @@ def s3_pool2d(
     *,
     kernel_size: int = 2,
     stride: int = 2,
+    padding: int = 0,
     grid_size: int = 4,
     training: bool = True,
     lines: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -58,22 +59,24 @@ def s3_pool2d(
     ``grid_size / stride`` rows and columns without replacement; output the map at their
     intersections. The draw is shared by the whole batch and all channels. Evaluation: average
     pooling (window ``stride``, stride ``stride``) of the step-1 map, cropped to the output size.
+    With ``padding`` the map is that of the input with ``-inf`` lines around it (never picked).
 
     ``lines``: the (rows, cols) to keep in training, to fix the draw; given ones always run the
     pure-PyTorch reference code (otherwise the C++ or Triton kernel runs where
     :mod:`tdgs.pooling.backend` says, drawing from its own stream; :func:`kernel_lines` rebuilds it).
 
-    Shape: (B, C, H, W) -> (B, C, floor((H-k)/s)+1, floor((W-k)/s)+1).
+    Shape: (B, C, H, W) -> (B, C, Ho, Wo), ``Ho = floor((H + 2p - k) / s) + 1``.
     """
     check_s3_geometry(kernel_size, stride, grid_size)
-    height, width = x.shape[-2:]
-    out_h, out_w = pooled_size(height, width, kernel_size, stride)
+    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
     kernels = backend.kernels_for(x, kernel_size=kernel_size) if lines is None else None
     if kernels is not None:
         seed = backend.draw_seed(x.device) if training else ops.no_seed(x.device)
-        return ops.apply(ops.S3, kernels, x, seed, kernel_size, stride, grid_size, training)
+        return ops.apply(ops.S3, kernels, x, seed, kernel_size, stride, padding, grid_size, training)
+    x = F.pad(x, (padding,) * 4, value=float("-inf")) if padding else x  # (B, C, H + 2p, W + 2p)
+    height, width = x.shape[-2:]
     padded = F.pad(x, (0, kernel_size - 1, 0, kernel_size - 1), value=float("-inf"))
-    peaks = F.max_pool2d(padded, kernel_size, stride=1)  # (B, C, H, W)
+    peaks = F.max_pool2d(padded, kernel_size, stride=1)  # (B, C, H + 2p, W + 2p)
     if not training:
         return F.avg_pool2d(peaks, stride, stride)[..., :out_h, :out_w]  # (B, C, Ho, Wo)
     if lines is None:
@@ -86,14 +89,17 @@ def s3_pool2d(
     return peaks.index_select(2, rows).index_select(3, cols)  # (B, C, Ho, Wo)
 
 
-def kernel_lines(seed: torch.Tensor, height: int, width: int, *, kernel_size: int = 2, stride: int = 2, grid_size: int = 4):
-    """The (rows, cols) the kernels keep for key ``seed`` on an ``height x width`` input."""
-    out_h, out_w = pooled_size(height, width, kernel_size, stride)
+def kernel_lines(
+    seed: torch.Tensor, height: int, width: int, *, kernel_size: int = 2, stride: int = 2, padding: int = 0, grid_size: int = 4
+):
+    """The (rows, cols) of the padded map that the kernels keep for key ``seed`` on an ``height x
+    width`` input."""
+    out_h, out_w = pooled_size(height, width, kernel_size, stride, padding)
     kernels = backend.module(backend.kernels_for(torch.empty((1, 1, 1, 1), device=seed.device)))
     per_block = grid_size // stride
     return (
-        kernels.s3_lines(seed, height, out_h, grid_size, per_block, 0),
-        kernels.s3_lines(seed, width, out_w, grid_size, per_block, 1),
+        kernels.s3_lines(seed, height + 2 * padding, out_h, grid_size, per_block, 0),
+        kernels.s3_lines(seed, width + 2 * padding, out_w, grid_size, per_block, 1),
     )
 
 
@@ -102,21 +108,16 @@ class S3Pool(Pool2d):
 
     Args:
         grid_size: block side ``g``; a multiple of ``stride`` (default 4).
+        window: ``kernel_size``, ``stride``, ``padding`` (see :class:`~tdgs.pooling.base.Pool2d`).
     """
 
-    def __init__(self, channels: int, *, kernel_size: int = 2, stride: int = 2, grid_size: int = 4) -> None:
-        super().__init__(channels, kernel_size=kernel_size, stride=stride)
-        self.grid_size = check_s3_geometry(kernel_size, stride, grid_size)
+    def __init__(self, channels: int | None = None, *, grid_size: int = 4, **window) -> None:
+        super().__init__(channels, **window)
+        self.grid_size = check_s3_geometry(self.kernel_size, self.stride, grid_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.output_size(x)
-        return s3_pool2d(
-            x,
-            kernel_size=self.kernel_size,
-            stride=self.stride,
-            grid_size=self.grid_size,
-            training=self.training,
-        )
+        return s3_pool2d(x, **self.window, grid_size=self.grid_size, training=self.training)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, grid_size={self.grid_size}"

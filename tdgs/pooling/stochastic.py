@@ -15,6 +15,7 @@ def stochastic_pool2d(
     *,
     kernel_size: int = 2,
     stride: int = 2,
+    padding: int = 0,
     training: bool = True,
     uniforms: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -22,7 +23,8 @@ def stochastic_pool2d(
     probability-weighted average ``sum(p_i a_i)``.
 
     Negative values count as 0 when forming ``p``; a window whose sum is 0 outputs 0 in both modes.
-    In training the gradient flows only to the sampled element.
+    In training the gradient flows only to the sampled element. Padded positions weigh 0, as a 0
+    does: never picked, no weight.
 
     ``uniforms``: the U[0, 1) number of each window, shape (B, C, Ho, Wo), to fix the draw; given
     ones always run the pure-PyTorch reference code (otherwise the C++ or Triton kernel runs where
@@ -33,8 +35,8 @@ def stochastic_pool2d(
     kernels = backend.kernels_for(x, kernel_size=kernel_size) if uniforms is None else None
     if kernels is not None:
         seed = backend.draw_seed(x.device) if training else ops.no_seed(x.device)
-        return ops.apply(ops.STOCHASTIC, kernels, x, seed, kernel_size, stride, training)
-    a = windows(x, kernel_size, stride)  # (B, C, Ho, Wo, k*k)
+        return ops.apply(ops.STOCHASTIC, kernels, x, seed, kernel_size, stride, padding, training)
+    a = windows(x, kernel_size, stride, padding)  # (B, C, Ho, Wo, k*k), padded positions 0
     weight = a.clamp_min(0)  # (B, C, Ho, Wo, k*k), unnormalised p
     if not training:
         p = normalized_windows(weight, "l1")  # (B, C, Ho, Wo, k*k); overflow-safe, 0 on a zero window
@@ -61,6 +63,4 @@ class StochasticPool(Pool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.output_size(x)
-        return stochastic_pool2d(
-            x, kernel_size=self.kernel_size, stride=self.stride, training=self.training
-        )
+        return stochastic_pool2d(x, **self.window, training=self.training)

@@ -11,12 +11,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.lazy import LazyModuleMixin
 
 from . import backend, ops
-from .base import Pool2d
+from .base import LazyChannels, Pool2d
 from .checks import check_bool, check_choice, check_positive_float, check_positive_int
-from .windows import normalized_windows, pooled_size, windows
+from .windows import normalized_windows, padded_positions, pooled_size, windows
 
 NORMALIZATIONS = ("l2", "none", "l1", "max")
 EVAL_MODES = ("expectation", "sample", "argmax")
@@ -41,6 +40,7 @@ def tdgs_pool2d(
     *,
     kernel_size: int = 2,
     stride: int = 2,
+    padding: int = 0,
     normalize: str = "l2",
     hard: bool = True,
     eval_mode: str = "expectation",
@@ -75,13 +75,15 @@ def tdgs_pool2d(
     if kernels is not None:
         mode = ("hard" if hard else "soft") if sampling else eval_mode
         seed = backend.draw_seed(x.device) if sampling else ops.no_seed(x.device)
-        options = (kernel_size, stride, normalize, mode, rectifier or "none", float(eps))
+        options = (kernel_size, stride, padding, normalize, mode, rectifier or "none", float(eps))
         return ops.apply(ops.TDGS, kernels, x, temperature, seed, *options)
     if rectifier is not None:
         temperature = rectified_temperature(temperature, rectifier, eps)
     temperature = temperature.to(x.dtype)  # the output keeps the input's dtype
-    a = windows(x, kernel_size, stride)  # (B, C, Ho, Wo, k*k)
+    a = windows(x, kernel_size, stride, padding)  # (B, C, Ho, Wo, k*k); padded positions 0, as if absent for the norms
     z = normalized_windows(a, normalize) / temperature.unsqueeze(-1)  # (B, C, Ho, Wo, k*k)
+    if padding:  # never picked, no weight
+        z = z.masked_fill(padded_positions(*x.shape[2:], kernel_size, stride, padding, x.device), float("-inf"))
     if sampling:
         if gumbels is None:
             gumbels = gumbel_noise(z.shape, dtype=z.dtype, device=z.device)
@@ -105,7 +107,7 @@ def kernel_gumbels(seed: torch.Tensor, shape: Sequence[int], dtype: torch.dtype 
     return -torch.log(-torch.log(u)).view(*shape)
 
 
-class TDGSPool(LazyModuleMixin, Pool2d):
+class TDGSPool(LazyChannels, Pool2d):
     """See :func:`tdgs_pool2d`. Learns the raw temperature ``theta``; ``T = rectifier(theta) + eps``.
 
     Args:
@@ -120,6 +122,7 @@ class TDGSPool(LazyModuleMixin, Pool2d):
         hard: training outputs the sampled value (default) rather than the soft sample.
         eval_mode: ``"expectation"`` (default), ``"sample"`` or ``"argmax"``.
         input_size: ``(H, W)`` of the input, to size ``position`` temperatures at construction.
+        window: ``kernel_size``, ``stride``, ``padding`` (see :class:`~tdgs.pooling.base.Pool2d`).
 
     Example:
         >>> pool = TDGSPool(16)
@@ -131,10 +134,8 @@ class TDGSPool(LazyModuleMixin, Pool2d):
 
     def __init__(
         self,
-        channels: int,
+        channels: int | None = None,
         *,
-        kernel_size: int = 2,
-        stride: int = 2,
         t0: float = 1.0,
         granularity: str = "position",
         eps: float = 0.1,
@@ -143,8 +144,9 @@ class TDGSPool(LazyModuleMixin, Pool2d):
         hard: bool = True,
         eval_mode: str = "expectation",
         input_size: Sequence[int] | None = None,
+        **window,
     ) -> None:
-        super().__init__(channels, kernel_size=kernel_size, stride=stride)
+        super().__init__(channels, **window)
         self.t0 = check_positive_float("t0", t0)
         self.granularity = check_choice("granularity", granularity, GRANULARITIES)
         self.eps = check_positive_float("eps", eps)
@@ -152,31 +154,31 @@ class TDGSPool(LazyModuleMixin, Pool2d):
         self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
         self.hard = check_bool("hard", hard)
         self.eval_mode = check_choice("eval_mode", eval_mode, EVAL_MODES)
-        if granularity == "position":
+        if input_size is not None and granularity != "position":
+            raise ValueError(f"input_size is only for granularity='position', not {granularity!r}")
+        if granularity == "layer" or (granularity == "channel" and self.channels is not None):
+            self.theta = nn.Parameter(torch.empty(1 if granularity == "layer" else self.channels))
+            self._init_theta()
+        else:  # sized by the first input (or input_size)
             self.theta = nn.UninitializedParameter()
-            if input_size is not None:
-                if len(input_size) != 2:
-                    raise ValueError(f"input_size must be (H, W), but got {input_size!r}")
-                height, width = (check_positive_int("input_size", n) for n in input_size)
-                self._materialize(pooled_size(height, width, kernel_size, stride))
-        else:
-            if input_size is not None:
-                raise ValueError(f"input_size is only for granularity='position', not {granularity!r}")
-            self.theta = nn.Parameter(torch.empty(channels if granularity == "channel" else 1))
+        if input_size is not None:
+            if len(input_size) != 2:
+                raise ValueError(f"input_size must be (H, W), but got {input_size!r}")
+            if self.channels is None:
+                raise ValueError("input_size sizes the position temperatures at construction: it needs channels too")
+            height, width = (check_positive_int("input_size", n) for n in input_size)
+            self.theta.materialize((self.channels, *pooled_size(height, width, self.kernel_size, self.stride, self.padding)))
             self._init_theta()
 
     def _init_theta(self) -> None:
         with torch.no_grad():
             self.theta.uniform_(0.5, 1.5).mul_(self.t0)
 
-    def _materialize(self, size: tuple[int, int], **factory) -> None:
-        self.theta.materialize((self.channels, *size), **factory)
+    def materialize(self, x: torch.Tensor) -> None:
+        """Size the temperatures from the first input: (C, Ho, Wo) for ``position``, (C,) for ``channel``."""
+        size = (self.channels, *self.output_size(x)) if self.granularity == "position" else (self.channels,)
+        self.theta.materialize(size, device=x.device, dtype=x.dtype)
         self._init_theta()
-
-    def initialize_parameters(self, x: torch.Tensor) -> None:
-        """Size the ``position`` temperatures from the first input (called by LazyModuleMixin)."""
-        if self.has_uninitialized_params():
-            self._materialize(self.output_size(x), device=x.device, dtype=x.dtype)
 
     @property
     def temperature(self) -> torch.Tensor:
@@ -197,8 +199,7 @@ class TDGSPool(LazyModuleMixin, Pool2d):
             theta,
             rectifier=self.rectifier,
             eps=self.eps,
-            kernel_size=self.kernel_size,
-            stride=self.stride,
+            **self.window,
             normalize=self.normalize,
             hard=self.hard,
             eval_mode=self.eval_mode,

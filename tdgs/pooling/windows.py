@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
-def pooled_size(height: int, width: int, kernel_size: int, stride: int) -> tuple[int, int]:
-    """Output size of a k x k, stride-s pooling without padding: floor((H - k) / s) + 1 per side."""
-    if height < kernel_size or width < kernel_size:
+def pooled_size(height: int, width: int, kernel_size: int, stride: int, padding: int = 0) -> tuple[int, int]:
+    """Output size of a k x k, stride-s pooling with p padded lines on every side:
+    floor((H + 2p - k) / s) + 1 per side (as ``nn.MaxPool2d``)."""
+    if height + 2 * padding < kernel_size or width + 2 * padding < kernel_size:
         raise ValueError(
             f"input spatial size ({height}, {width}) is smaller than kernel_size={kernel_size}"
+            + (f" with padding={padding}" if padding else "")
         )
-    return (height - kernel_size) // stride + 1, (width - kernel_size) // stride + 1
+    return (height + 2 * padding - kernel_size) // stride + 1, (width + 2 * padding - kernel_size) // stride + 1
 
 
 def memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -27,13 +30,26 @@ def pooled_empty(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
 
 
-def windows(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
-    """The values of every pooling window, row-major within the window.
+def windows(x: torch.Tensor, kernel_size: int, stride: int, padding: int = 0, fill: float = 0.0) -> torch.Tensor:
+    """The values of every pooling window, row-major within the window; padded positions hold
+    ``fill`` (see :func:`padded_positions` for where they are).
 
     Shape: (B, C, H, W) -> (B, C, Ho, Wo, k*k).
     """
+    if padding:
+        x = F.pad(x, (padding,) * 4, value=fill)  # (B, C, H + 2p, W + 2p)
     patches = x.unfold(2, kernel_size, stride).unfold(3, kernel_size, stride)  # (B, C, Ho, Wo, k, k)
     return patches.flatten(-2)  # (B, C, Ho, Wo, k*k)
+
+
+def padded_positions(height: int, width: int, kernel_size: int, stride: int, padding: int, device=None) -> torch.Tensor:
+    """Where the windows of an ``height x width`` input reach into the padding: True there.
+    Padded positions are never picked and carry no weight, as max pooling's -inf padding.
+
+    Shape: (Ho, Wo, k*k), bool.
+    """
+    inside = torch.ones(1, 1, height, width, device=device)
+    return windows(inside, kernel_size, stride, padding)[0, 0] == 0  # (Ho, Wo, k*k)
 
 
 def normalized_windows(a: torch.Tensor, normalize: str = "l2") -> torch.Tensor:

@@ -11,31 +11,36 @@ TDGS_INLINE scalar_t sigmoid(scalar_t v) {
   return scalar_t(1) / (scalar_t(1) + vexp(-v));
 }
 
-// One window of gated pooling: its maximum (and where), mean and gate logit mask . a + bias.
+// One window of gated pooling: its maximum (and where, the first on ties), mean and gate logit
+// mask . a + bias, over the window's own elements (bit j of `absent`: element j is padding).
 template <typename scalar_t>
 struct GatedWindow {
   scalar_t top, mean, logit;
-  int64_t arg;
+  int64_t arg, count;
 
   TDGS_INLINE GatedWindow(const scalar_t* corner, const int64_t* offsets, int64_t kk, const scalar_t* mask,
-                          scalar_t bias)
-      : top(corner[0]), mean(0), logit(bias), arg(0) {
+                          scalar_t bias, uint64_t absent)
+      : top(0), mean(0), logit(bias), arg(-1), count(0) {
     for (int64_t j = 0; j < kk; ++j) {
+      if ((absent >> j) & 1) continue;
       const scalar_t a = corner[offsets[j]];
-      arg = a > top ? j : arg;
-      top = a > top ? a : top;
+      const bool larger = arg < 0 || a > top;
+      arg = larger ? j : arg;
+      top = larger ? a : top;
       mean += a;
       logit += mask[j] * a;
+      ++count;
     }
-    mean /= static_cast<scalar_t>(kk);
+    mean /= static_cast<scalar_t>(count);
   }
 };
 
 // Gated pooling: out = mean + gate * (max - mean), gate = sigmoid(mask . a + bias) per window; the
 // mask is (C or 1, k*k), the bias (C or 1). Mixed pooling is the case mask = 0, bias = its logit.
+// x: the input padded by `pad` lines on every side.
 at::Tensor gated_forward(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& bias,
-                         int64_t kernel_size, int64_t stride) {
-  const Geometry g(x, kernel_size, stride);
+                         int64_t kernel_size, int64_t stride, int64_t pad) {
+  const Geometry g(x, kernel_size, stride, pad);
   const int64_t kk = g.window();
   TORCH_CHECK(mask.dim() == 2 && mask.size(1) == kk && mask.is_contiguous() && bias.is_contiguous() &&
                   (mask.size(0) == g.channels || mask.size(0) == 1) && bias.numel() == mask.size(0),
@@ -54,7 +59,7 @@ at::Tensor gated_forward(const at::Tensor& x, const at::Tensor& mask, const at::
         for (int64_t l = 0; l < count; ++l) {
           const int64_t c = shared ? 0 : lanes.channel[l];
           const scalar_t* w = ms + c * kk;
-          const GatedWindow<scalar_t> win(xs + lanes.corner[l], offsets, kk, w, bs[c]);
+          const GatedWindow<scalar_t> win(xs + lanes.corner[l], offsets, kk, w, bs[c], g.absent(lanes.cell[l] % g.plane_outputs()));
           os[first + l] = win.mean + sigmoid(win.logit) * (win.top - win.mean);
         }
       });
@@ -66,8 +71,8 @@ at::Tensor gated_forward(const at::Tensor& x, const at::Tensor& mask, const at::
 // Returns d/dx and, per plane (B*C, k*k + 1), the sums of d/dmask (first k*k) and d/dbias (last).
 std::tuple<at::Tensor, at::Tensor> gated_backward(const at::Tensor& grad, const at::Tensor& x,
                                                   const at::Tensor& mask, const at::Tensor& bias,
-                                                  int64_t kernel_size, int64_t stride) {
-  const Geometry g(x, kernel_size, stride);
+                                                  int64_t kernel_size, int64_t stride, int64_t pad) {
+  const Geometry g(x, kernel_size, stride, pad);
   const int64_t kk = g.window();
   TORCH_CHECK(grad.is_contiguous() && grad.sizes() == at::IntArrayRef(g.output_sizes()), "gated_backward: bad grad");
   at::Tensor grad_x = g.tiles() ? at::empty_like(x) : at::zeros_like(x);
@@ -82,7 +87,6 @@ std::tuple<at::Tensor, at::Tensor> gated_backward(const at::Tensor& grad, const 
     int64_t offsets[kMaxWindow];
     window_offsets(g, offsets);
     const bool shared = mask.size(0) == 1, tiles = g.tiles();
-    const scalar_t inv_kk = scalar_t(1) / static_cast<scalar_t>(kk);
     parallel_flushed(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end; ++plane) {
         const int64_t c = shared ? 0 : plane % g.channels;
@@ -92,13 +96,15 @@ std::tuple<at::Tensor, at::Tensor> gated_backward(const at::Tensor& grad, const 
         for_each_block(g, plane, plane + 1, [&](int64_t first, int64_t count, const Lanes& lanes) {
           for (int64_t l = 0; l < count; ++l) {
             const scalar_t* corner = xs + lanes.corner[l];
-            const GatedWindow<scalar_t> win(corner, offsets, kk, w, bs[c]);
+            const uint64_t absent = g.absent(lanes.cell[l] % g.plane_outputs());
+            const GatedWindow<scalar_t> win(corner, offsets, kk, w, bs[c], absent);
             const scalar_t gate = sigmoid(win.logit), go = gs[first + l];
             const scalar_t g_logit = go * (win.top - win.mean) * gate * (scalar_t(1) - gate);
-            const scalar_t g_mean = go * (scalar_t(1) - gate) * inv_kk;
+            const scalar_t g_mean = go * (scalar_t(1) - gate) / static_cast<scalar_t>(win.count);
             scalar_t* gx = gxs + lanes.corner[l];
             for (int64_t j = 0; j < kk; ++j) {
-              const scalar_t d = g_mean + g_logit * w[j] + (j == win.arg ? go * gate : scalar_t(0));
+              const scalar_t d = (absent >> j) & 1 ? scalar_t(0)
+                                                   : g_mean + g_logit * w[j] + (j == win.arg ? go * gate : scalar_t(0));
               if (tiles)
                 gx[offsets[j]] = d;
               else
@@ -471,8 +477,8 @@ at::Tensor s3_lines(int64_t seed, int64_t size, int64_t count, int64_t grid_size
 
 TORCH_LIBRARY_FRAGMENT(tdgs_cpu, m) {
   m.def("s3_lines(int seed, int size, int count, int grid_size, int per_block, int axis) -> Tensor");
-  m.def("gated_forward(Tensor x, Tensor mask, Tensor bias, int kernel_size, int stride) -> Tensor");
-  m.def("gated_backward(Tensor grad, Tensor x, Tensor mask, Tensor bias, int kernel_size, int stride) -> (Tensor, Tensor)");
+  m.def("gated_forward(Tensor x, Tensor mask, Tensor bias, int kernel_size, int stride, int pad) -> Tensor");
+  m.def("gated_backward(Tensor grad, Tensor x, Tensor mask, Tensor bias, int kernel_size, int stride, int pad) -> (Tensor, Tensor)");
   m.def("stochastic_forward(Tensor x, int seed, int kernel_size, int stride, bool training) -> Tensor");
   m.def("stochastic_backward(Tensor grad, Tensor x, int seed, int kernel_size, int stride, bool training) -> Tensor");
   m.def("s3_forward(Tensor x, Tensor rows, Tensor cols, int kernel_size, int repeat, int out_h, int out_w) -> Tensor");

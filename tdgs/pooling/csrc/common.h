@@ -34,11 +34,13 @@ namespace tdgs {
 constexpr int64_t kMaxWindow = 64;  // largest k*k (k <= 8)
 constexpr int64_t kLanes = 16;      // windows per block
 
-// Geometry of a (B, C, H, W) -> (B, C, Ho, Wo) pooling with a k x k window and stride s.
+// Geometry of a (B, C, H, W) -> (B, C, Ho, Wo) pooling with a k x k window and stride s. With
+// `pad`, x is the input already padded by `pad` lines on every side: the windows' elements there
+// are absent (see absent()).
 struct Geometry {
-  int64_t batch, channels, height, width, out_h, out_w, k, s;
+  int64_t batch, channels, height, width, out_h, out_w, k, s, pad;
 
-  Geometry(const at::Tensor& x, int64_t k_, int64_t s_) : k(k_), s(s_) {
+  Geometry(const at::Tensor& x, int64_t k_, int64_t s_, int64_t pad_ = 0) : k(k_), s(s_), pad(pad_) {
     TORCH_CHECK(x.dim() == 4 && x.is_contiguous(), "tdgs kernels: input must be a contiguous (B, C, H, W)");
     TORCH_CHECK(k >= 1 && k * k <= kMaxWindow, "tdgs kernels: kernel_size must be in 1..8, got ", k);
     TORCH_CHECK(s >= 1, "tdgs kernels: stride must be >= 1, got ", s);
@@ -51,6 +53,18 @@ struct Geometry {
     out_w = (width - k) / s + 1;
   }
   int64_t window() const { return k * k; }
+  // Bit j set: element j of the window of output cell `position` (oh * Wo + ow) lies in the padding.
+  uint64_t absent(int64_t position) const {
+    if (pad == 0) return 0;
+    const int64_t row = (position / out_w) * s, col = (position % out_w) * s;
+    uint64_t bits = 0;
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        const bool outside = row + i < pad || row + i >= height - pad || col + j < pad || col + j >= width - pad;
+        bits |= static_cast<uint64_t>(outside) << (i * k + j);
+      }
+    return bits;
+  }
   // the windows cover the input exactly once (stride = kernel_size, sizes divisible)
   bool tiles() const { return s == k && out_h * k == height && out_w * k == width; }
   int64_t plane_outputs() const { return out_h * out_w; }

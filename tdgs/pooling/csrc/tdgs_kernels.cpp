@@ -26,6 +26,7 @@ struct Block {
   scalar_t out[kLanes];            // the pooled value
   int32_t peak[kLanes];            // index of the largest |a| (normalize=max)
   int32_t pick[kLanes];            // the chosen element (hard sample, argmax)
+  uint64_t absent[kLanes];         // bit j: element j is padding (a = 0, never picked, no weight)
 };
 
 template <typename scalar_t, int KK>
@@ -86,7 +87,7 @@ inline void forward_block(Block<scalar_t, KK>& b, int64_t kk_, int64_t normalize
   for (int64_t j = 0; j < kk; ++j)
 #pragma omp simd
     for (int64_t l = 0; l < kLanes; ++l) {
-      z[j][l] = b.n[j][l] * b.inv_t[l];
+      z[j][l] = (b.absent[l] >> j) & 1 ? -std::numeric_limits<scalar_t>::infinity() : b.n[j][l] * b.inv_t[l];
       const bool larger = z[j][l] > top[l];
       top[l] = larger ? z[j][l] : top[l];
       b.pick[l] = larger || j == 0 ? static_cast<int32_t>(j) : b.pick[l];  // j == 0: even if z is NaN
@@ -313,8 +314,8 @@ LanesFn lanes_2x2_for(int64_t normalize, int64_t mode) {
 }
 
 Geometry check_args(const at::Tensor& x, const at::Tensor& temperature, int64_t kernel_size, int64_t stride,
-                int64_t normalize, int64_t mode) {
-  const Geometry g(x, kernel_size, stride);
+                int64_t pad, int64_t normalize, int64_t mode) {
+  const Geometry g(x, kernel_size, stride, pad);
   TORCH_CHECK(temperature.dim() == 3 && temperature.size(0) == g.channels &&
                   temperature.size(1) == g.out_h && temperature.size(2) == g.out_w,
               "tdgs kernels: temperature must be (C, Ho, Wo), got ", temperature.sizes());
@@ -338,14 +339,15 @@ std::vector<int64_t> temperature_offsets(const Geometry& g, const at::Tensor& te
 // Loads the windows and inverse temperatures of a block (lanes past the block's windows repeat its
 // last window; their results are not used).
 template <typename scalar_t, int KK>
-inline void load_block(Block<scalar_t, KK>& b, int64_t kk_, const scalar_t* xs, const scalar_t* ts,
+inline void load_block(Block<scalar_t, KK>& b, const Geometry& g, const scalar_t* xs, const scalar_t* ts,
                        const int64_t* t_offsets, const int64_t* offsets, const Lanes& lanes) {
-  const int64_t kk = KK > 0 ? KK : kk_;
+  const int64_t kk = KK > 0 ? KK : g.window();
   for (int64_t j = 0; j < kk; ++j)
 #pragma omp simd
     for (int64_t l = 0; l < kLanes; ++l) b.a[j][l] = xs[lanes.corner[l] + offsets[j]];
 #pragma omp simd
   for (int64_t l = 0; l < kLanes; ++l) b.inv_t[l] = scalar_t(1) / ts[t_offsets[lanes.cell[l]]];
+  for (int64_t l = 0; l < kLanes; ++l) b.absent[l] = g.absent(lanes.cell[l] % g.plane_outputs());
 }
 
 template <typename scalar_t, int KK>
@@ -361,13 +363,17 @@ void forward_kernel(const Geometry& g, const at::Tensor& x, const at::Tensor& te
   parallel_flushed(0, g.batch * g.channels, plane_grain(g), [&](int64_t begin, int64_t end) {
     Block<scalar_t, KK> b;
     for_each_block(g, begin, end, [&](int64_t first, int64_t count, const Lanes& lanes) {
-      load_block(b, g.window(), xs, ts, t_offsets.data(), offsets, lanes);
+      load_block(b, g, xs, ts, t_offsets.data(), offsets, lanes);
+      bool fast_done = false;
       if constexpr (std::is_same_v<scalar_t, float> && KK == 4) {
-        if (mode == kHard || mode == kSoft) window_uniforms_lanes(static_cast<uint64_t>(seed), static_cast<uint64_t>(first), 4, b.y);
-        fast(b.a, b.inv_t, b.y, nullptr, b.out, nullptr, nullptr);
-      } else {
-        forward_block(b, g.window(), normalize, mode, static_cast<uint64_t>(seed), static_cast<uint64_t>(first), false);
+        if (g.pad == 0) {  // the fast path knows no padding
+          if (mode == kHard || mode == kSoft) window_uniforms_lanes(static_cast<uint64_t>(seed), static_cast<uint64_t>(first), 4, b.y);
+          fast(b.a, b.inv_t, b.y, nullptr, b.out, nullptr, nullptr);
+          fast_done = true;
+        }
       }
+      if (!fast_done)
+        forward_block(b, g.window(), normalize, mode, static_cast<uint64_t>(seed), static_cast<uint64_t>(first), false);
       // a NaN anywhere in the window (or T) gives NaN, as in the reference
       const int64_t kk = KK > 0 ? KK : g.window();
       for (int64_t j = 0; j < kk; ++j)
@@ -381,9 +387,10 @@ void forward_kernel(const Geometry& g, const at::Tensor& x, const at::Tensor& te
   });
 }
 
+// x: the input padded by `pad` lines (zeros) on every side.
 at::Tensor tdgs_forward(const at::Tensor& x, const at::Tensor& temperature, int64_t seed,
-                        int64_t kernel_size, int64_t stride, int64_t normalize, int64_t mode) {
-  const Geometry g = check_args(x, temperature, kernel_size, stride, normalize, mode);
+                        int64_t kernel_size, int64_t stride, int64_t pad, int64_t normalize, int64_t mode) {
+  const Geometry g = check_args(x, temperature, kernel_size, stride, pad, normalize, mode);
   at::Tensor out = at::empty(g.output_sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tdgs_forward", [&] {
     if (g.window() == 4)
@@ -412,12 +419,17 @@ void backward_kernel(const Geometry& g, const at::Tensor& grad, const at::Tensor
     Block<scalar_t, KK> b;
     scalar_t ga[Block<scalar_t, KK>::rows][kLanes], grad_block[kLanes], grad_t_block[kLanes];
     for_each_block(g, begin, end, [&](int64_t first, int64_t count, const Lanes& lanes) {
-      load_block(b, kk, xs, ts, t_offsets.data(), offsets, lanes);
+      load_block(b, g, xs, ts, t_offsets.data(), offsets, lanes);
       for (int64_t l = 0; l < kLanes; ++l) grad_block[l] = l < count ? gs[first + l] : scalar_t(0);
+      bool fast_done = false;
       if constexpr (std::is_same_v<scalar_t, float> && KK == 4) {
-        if (mode == kHard || mode == kSoft) window_uniforms_lanes(static_cast<uint64_t>(seed), static_cast<uint64_t>(first), 4, b.y);
-        fast(b.a, b.inv_t, b.y, grad_block, nullptr, ga, grad_t_block);
-      } else {
+        if (g.pad == 0) {  // the fast path knows no padding
+          if (mode == kHard || mode == kSoft) window_uniforms_lanes(static_cast<uint64_t>(seed), static_cast<uint64_t>(first), 4, b.y);
+          fast(b.a, b.inv_t, b.y, grad_block, nullptr, ga, grad_t_block);
+          fast_done = true;
+        }
+      }
+      if (!fast_done) {
         forward_block(b, kk, normalize, mode, static_cast<uint64_t>(seed), static_cast<uint64_t>(first));
         backward_block(b, kk, normalize, mode, grad_block, ga, grad_t_block);
       }
@@ -435,9 +447,9 @@ void backward_kernel(const Geometry& g, const at::Tensor& grad, const at::Tensor
 // Returns d/dx and the per-window d/dT, shape (B, C, Ho, Wo) (the caller sums it over the batch).
 std::tuple<at::Tensor, at::Tensor> tdgs_backward(const at::Tensor& grad, const at::Tensor& x,
                                                  const at::Tensor& temperature, int64_t seed,
-                                                 int64_t kernel_size, int64_t stride, int64_t normalize,
-                                                 int64_t mode) {
-  const Geometry g = check_args(x, temperature, kernel_size, stride, normalize, mode);
+                                                 int64_t kernel_size, int64_t stride, int64_t pad,
+                                                 int64_t normalize, int64_t mode) {
+  const Geometry g = check_args(x, temperature, kernel_size, stride, pad, normalize, mode);
   TORCH_CHECK(grad.is_contiguous() && grad.sizes() == at::IntArrayRef(g.output_sizes()) &&
                   grad.scalar_type() == x.scalar_type(),
               "tdgs_backward: grad must be a contiguous (B, C, Ho, Wo) tensor of the input's dtype");
@@ -471,8 +483,8 @@ at::Tensor window_uniforms(int64_t seed, int64_t windows, int64_t window_size, a
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(tdgs_cpu, m) {
-  m.def("tdgs_forward(Tensor x, Tensor temperature, int seed, int kernel_size, int stride, int normalize, int mode) -> Tensor");
-  m.def("tdgs_backward(Tensor grad, Tensor x, Tensor temperature, int seed, int kernel_size, int stride, int normalize, int mode) -> (Tensor, Tensor)");
+  m.def("tdgs_forward(Tensor x, Tensor temperature, int seed, int kernel_size, int stride, int pad, int normalize, int mode) -> Tensor");
+  m.def("tdgs_backward(Tensor grad, Tensor x, Tensor temperature, int seed, int kernel_size, int stride, int pad, int normalize, int mode) -> (Tensor, Tensor)");
   m.def("window_uniforms(int seed, int windows, int window_size, ScalarType dtype) -> Tensor");
 }
 

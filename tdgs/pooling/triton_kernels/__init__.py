@@ -41,19 +41,19 @@ def _pad(window: int) -> int:
     return triton.next_power_of_2(window)
 
 
-def _grad_input(x: torch.Tensor, kernel_size: int, stride: int, out_h: int, out_w: int):
+def _grad_input(x: torch.Tensor, kernel_size: int, stride: int, padding: int, out_h: int, out_w: int):
     """(buffer for d/dx, whether windows overlap): uninitialised where the windows tile the input
     exactly, zeros where some elements are in no window, float32 zeros where windows overlap
     (atomic adds)."""
     overlap = stride < kernel_size
-    exact = stride == kernel_size and out_h * stride == x.shape[2] and out_w * stride == x.shape[3]
+    exact = stride == kernel_size and padding == 0 and out_h * stride == x.shape[2] and out_w * stride == x.shape[3]
     dtype = torch.float32 if overlap else x.dtype
     buffer = torch.empty(x.shape, dtype=dtype, device=x.device, memory_format=memory_format(x))
     return (buffer if exact else buffer.zero_()), overlap
 
 
-def tdgs_forward(x, theta, seed, kernel_size, stride, normalize, mode, rectifier="none", eps=0.0):
-    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
+def tdgs_forward(x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier="none", eps=0.0):
+    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
     out = pooled_empty(x, out_h, out_w)
     windows = out.numel()
     if windows == 0:
@@ -62,17 +62,17 @@ def tdgs_forward(x, theta, seed, kernel_size, stride, normalize, mode, rectifier
     pad = _pad(kernel_size * kernel_size)
     block = _block(pad)
     tdgs.tdgs_forward_kernel[(triton.cdiv(windows, block),)](
-        x, t, seed, out, windows, x.shape[1], out_h, out_w, *x.stride(), *t.stride(), *out.stride(), float(eps),
+        x, t, seed, out, windows, *x.shape[1:], padding, out_h, out_w, *x.stride(), *t.stride(), *out.stride(), float(eps),
         K=kernel_size, S=stride, KK_PAD=pad, NORMALIZE=NORMALIZE_CODES[normalize], MODE=MODE_CODES[mode],
         RECTIFIER=RECTIFIER_CODES[rectifier], BLOCK=block, num_warps=WARPS,
     )
     return out
 
 
-def tdgs_backward(grad, x, theta, seed, kernel_size, stride, normalize, mode, rectifier="none", eps=0.0):
+def tdgs_backward(grad, x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier="none", eps=0.0):
     """(d/dx, d/dtheta per window: float32 (B, C, Ho, Wo))."""
-    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
-    grad_x, overlap = _grad_input(x, kernel_size, stride, out_h, out_w)
+    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
+    grad_x, overlap = _grad_input(x, kernel_size, stride, padding, out_h, out_w)
     grad_t = torch.empty((x.shape[0], x.shape[1], out_h, out_w), dtype=torch.float32, device=x.device)
     windows = grad_t.numel()
     if windows:
@@ -80,7 +80,7 @@ def tdgs_backward(grad, x, theta, seed, kernel_size, stride, normalize, mode, re
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         tdgs.tdgs_backward_kernel[(triton.cdiv(windows, block),)](
-            grad, x, t, seed, grad_x, grad_t, windows, x.shape[1], out_h, out_w, *x.stride(), *t.stride(),
+            grad, x, t, seed, grad_x, grad_t, windows, *x.shape[1:], padding, out_h, out_w, *x.stride(), *t.stride(),
             *grad.stride(), *grad_x.stride(), float(eps), K=kernel_size, S=stride, KK_PAD=pad,
             NORMALIZE=NORMALIZE_CODES[normalize], MODE=MODE_CODES[mode], RECTIFIER=RECTIFIER_CODES[rectifier],
             OVERLAP=overlap, BLOCK=block, num_warps=WARPS,
@@ -103,9 +103,9 @@ def _grid(windows: int, block: int) -> tuple[int]:
     return (triton.cdiv(windows, block),)
 
 
-def gated_forward(x, mask, bias, kernel_size, stride):
+def gated_forward(x, mask, bias, kernel_size, stride, padding):
     """Mixed pooling is the case ``mask=None``."""
-    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
+    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
     out = pooled_empty(x, out_h, out_w)
     windows = out.numel()
     if windows:
@@ -113,7 +113,7 @@ def gated_forward(x, mask, bias, kernel_size, stride):
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         classic.gated_forward_kernel[_grid(windows, block)](
-            x, mask_rows, bias_rows, out, windows, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, *x.stride(), *mask_rows.stride(),
+            x, mask_rows, bias_rows, out, windows, *x.shape[1:], padding, out_h, out_w, *x.stride(), *mask_rows.stride(),
             *bias_rows.stride(), *out.stride(), K=kernel_size, S=stride, KK_PAD=pad, HAS_MASK=mask is not None,
             BLOCK=block, num_warps=WARPS,
         )
@@ -128,10 +128,10 @@ def _gate_views(x, mask, bias):
     return (bias_rows.view(channels, 1) if mask is None else mask.expand(channels, -1)), bias_rows
 
 
-def gated_backward(grad, x, mask, bias, kernel_size, stride):
+def gated_backward(grad, x, mask, bias, kernel_size, stride, padding):
     """(d/dx, float32 per plane (B*C, k*k + 1): d/dmask and, last, d/dbias; (B*C, 1) without a mask)."""
-    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
-    grad_x, overlap = _grad_input(x, kernel_size, stride, out_h, out_w)
+    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
+    grad_x, overlap = _grad_input(x, kernel_size, stride, padding, out_h, out_w)
     columns = 1 if mask is None else kernel_size * kernel_size + 1
     per_plane = torch.empty((x.shape[0] * x.shape[1], columns), dtype=torch.float32, device=x.device)
     if per_plane.shape[0] and out_h * out_w:
@@ -139,81 +139,81 @@ def gated_backward(grad, x, mask, bias, kernel_size, stride):
         pad = _pad(kernel_size * kernel_size)
         block = min(_block(pad), triton.next_power_of_2(out_h * out_w))
         classic.gated_backward_kernel[(per_plane.shape[0],)](
-            grad, x, mask_rows, bias_rows, grad_x, per_plane, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, *x.stride(),
+            grad, x, mask_rows, bias_rows, grad_x, per_plane, *x.shape[1:], padding, out_h, out_w, *x.stride(),
             *mask_rows.stride(), *bias_rows.stride(), *grad.stride(), *grad_x.stride(), K=kernel_size, S=stride,
             KK_PAD=pad, HAS_MASK=mask is not None, OVERLAP=overlap, BLOCK=max(block, 16), num_warps=WARPS,
         )
     return grad_x.to(x.dtype), per_plane
 
 
-def stochastic_forward(x, seed, kernel_size, stride, training):
-    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
+def stochastic_forward(x, seed, kernel_size, stride, padding, training):
+    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
     out = pooled_empty(x, out_h, out_w)
     windows = out.numel()
     if windows:
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         classic.stochastic_forward_kernel[_grid(windows, block)](
-            x, seed, out, windows, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, *x.stride(), *out.stride(), K=kernel_size, S=stride,
+            x, seed, out, windows, *x.shape[1:], padding, out_h, out_w, *x.stride(), *out.stride(), K=kernel_size, S=stride,
             KK_PAD=pad, TRAINING=training, BLOCK=block, num_warps=WARPS,
         )
     return out
 
 
-def stochastic_backward(grad, x, seed, kernel_size, stride, training):
-    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
-    grad_x, overlap = _grad_input(x, kernel_size, stride, out_h, out_w)
+def stochastic_backward(grad, x, seed, kernel_size, stride, padding, training):
+    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
+    grad_x, overlap = _grad_input(x, kernel_size, stride, padding, out_h, out_w)
     windows = grad.numel()
     if windows:
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         classic.stochastic_backward_kernel[_grid(windows, block)](
-            grad, x, seed, grad_x, windows, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, *x.stride(), *grad.stride(), *grad_x.stride(),
+            grad, x, seed, grad_x, windows, *x.shape[1:], padding, out_h, out_w, *x.stride(), *grad.stride(), *grad_x.stride(),
             K=kernel_size, S=stride, KK_PAD=pad, TRAINING=training, OVERLAP=overlap, BLOCK=block, num_warps=WARPS,
         )
     return grad_x.to(x.dtype)
 
 
-def _s3_lines(x, seed, kernel_size, stride, grid_size, training):
-    """The drawn rows then columns, (Ho + Wo,) int64, in training (one small launch); the key
-    itself in evaluation, which reads none."""
+def _s3_lines(x, seed, kernel_size, stride, padding, grid_size, training):
+    """The drawn rows then columns of the padded map, (Ho + Wo,) int64, in training (one small
+    launch); the key itself in evaluation, which reads none."""
     if not training:
         return seed
-    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
+    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
     lines = torch.empty(out_h + out_w, dtype=torch.int64, device=x.device)
     block = _block(_pad(grid_size) ** 2)
     philox.s3_lines_kernel[_grid(out_h + out_w, block)](
-        seed, lines, x.shape[2], x.shape[3], out_h, out_w, GRID=grid_size, PER_BLOCK=grid_size // stride,
-        G_PAD=_pad(grid_size), BLOCK=block,
+        seed, lines, x.shape[2] + 2 * padding, x.shape[3] + 2 * padding, out_h, out_w, GRID=grid_size,
+        PER_BLOCK=grid_size // stride, G_PAD=_pad(grid_size), BLOCK=block,
     )
     return lines
 
 
-def s3_forward(x, seed, kernel_size, stride, grid_size, training):
-    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
+def s3_forward(x, seed, kernel_size, stride, padding, grid_size, training):
+    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
     out = pooled_empty(x, out_h, out_w)
     windows = out.numel()
     if windows:
-        lines = _s3_lines(x, seed, kernel_size, stride, grid_size, training)
+        lines = _s3_lines(x, seed, kernel_size, stride, padding, grid_size, training)
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         classic.s3_forward_kernel[_grid(windows, block)](
-            x, lines, out, windows, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, *x.stride(), *out.stride(),
+            x, lines, out, windows, *x.shape[1:], padding, out_h, out_w, *x.stride(), *out.stride(),
             K=kernel_size, S=stride, KK_PAD=pad, TRAINING=training, BLOCK=block, num_warps=WARPS,
         )
     return out
 
 
-def s3_backward(grad, x, seed, kernel_size, stride, grid_size, training):
-    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)
+def s3_backward(grad, x, seed, kernel_size, stride, padding, grid_size, training):
+    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
     grad_x = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=memory_format(x)).zero_()
     windows = grad.numel()
     if windows:
-        lines = _s3_lines(x, seed, kernel_size, stride, grid_size, training)  # drawn again from the key
+        lines = _s3_lines(x, seed, kernel_size, stride, padding, grid_size, training)  # drawn again from the key
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         classic.s3_backward_kernel[_grid(windows, block)](
-            grad, x, lines, grad_x, windows, x.shape[1], x.shape[2], x.shape[3], out_h, out_w, *x.stride(),
+            grad, x, lines, grad_x, windows, *x.shape[1:], padding, out_h, out_w, *x.stride(),
             *grad.stride(), *grad_x.stride(), K=kernel_size, S=stride, KK_PAD=pad, TRAINING=training,
             BLOCK=block, num_warps=WARPS,
         )

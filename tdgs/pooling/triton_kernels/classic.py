@@ -22,13 +22,13 @@ def _split(window, C, Ho, Wo):
 
 @triton.jit
 def _tile(x_ptr, b, c, row, col, live, H, W, sxb, sxc, sxh, sxw, K: tl.constexpr, KK_PAD: tl.constexpr):
-    """The k x k windows with top-left corners (row, col), clipped at the H x W map's edges (S3's
-    windows reach past them): values (float32, 0 outside) and where they are, shape (BLOCK,
-    KK_PAD); element j is (row + j // k, col + j % k)."""
+    """The k x k windows with top-left corners (row, col), clipped at the H x W input's edges
+    (padding, and S3's windows, reach past them): values (float32, 0 outside) and where they are,
+    shape (BLOCK, KK_PAD); element j is (row + j // k, col + j % k)."""
     j = tl.arange(0, KK_PAD)[None, :]
     rows = row[:, None] + j // K
     cols = col[:, None] + j % K
-    inside = live[:, None] & (j < K * K) & (rows < H) & (cols < W)
+    inside = live[:, None] & (j < K * K) & (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)
     a = tl.load(x_ptr + b[:, None] * sxb + c[:, None] * sxc + rows * sxh + cols * sxw, mask=inside, other=0.0)
     return a.to(tl.float32), rows, cols, inside
 
@@ -47,38 +47,40 @@ def _store_grad(gx_ptr, b, c, rows, cols, where, value, sgb, sgc, sgh, sgw, OVER
 
 
 @triton.jit
-def _gated_window(a, inside, live, w, bias, HAS_MASK: tl.constexpr, KK: tl.constexpr):
-    """(max, its first index, mean, gate) of each window of a tile."""
+def _gated_window(a, inside, live, w, bias, HAS_MASK: tl.constexpr):
+    """(max, its first index, mean, gate, element count) of each window of a tile, over its own
+    elements (padded positions carry no weight)."""
     values = tl.where(inside, a, float("-inf"))
     top = tl.where(live, tl.max(values, axis=1), 0.0)
     arg = tl.argmax(tl.where(values == values, values, float("-inf")), axis=1, tie_break_left=True)
-    mean = tl.sum(a, axis=1) / KK
+    count = tl.maximum(tl.sum(inside.to(tl.float32), axis=1), 1.0)  # the window's own elements
+    mean = tl.sum(a, axis=1) / count
     logit = bias
     if HAS_MASK:
         logit = logit + tl.sum(w * a, axis=1)
-    return top, arg, mean, 1.0 / (1.0 + tl.exp(-logit))
+    return top, arg, mean, 1.0 / (1.0 + tl.exp(-logit)), count
 
 
 @triton.jit
-def gated_forward_kernel(x_ptr, mask_ptr, bias_ptr, out_ptr, windows, C, H, W, Ho, Wo, sxb, sxc, sxh, sxw, smr, smj, sbr,
+def gated_forward_kernel(x_ptr, mask_ptr, bias_ptr, out_ptr, windows, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, smr, smj, sbr,
                          sob, soc, soh, sow, K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr,
                          HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
     b, c, oh, ow = _split(window, C, Ho, Wo)
-    a, rows, cols, inside = _tile(x_ptr, b, c, oh * S, ow * S, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
+    a, rows, cols, inside = _tile(x_ptr, b, c, oh * S - P, ow * S - P, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
     j = tl.arange(0, KK_PAD)[None, :]
     w = a * 0.0
     if HAS_MASK:
         w = tl.load(mask_ptr + c[:, None] * smr + j * smj, mask=inside, other=0.0).to(tl.float32)
     bias = tl.load(bias_ptr + c * sbr, mask=live, other=0.0).to(tl.float32)
-    top, arg, mean, gate = _gated_window(a, inside, live, w, bias, HAS_MASK, K * K)
+    top, arg, mean, gate, _ = _gated_window(a, inside, live, w, bias, HAS_MASK)
     out = mean + gate * (top - mean)
     tl.store(out_ptr + b * sob + c * soc + oh * soh + ow * sow, out.to(out_ptr.dtype.element_ty), mask=live)
 
 
 @triton.jit
-def gated_backward_kernel(grad_ptr, x_ptr, mask_ptr, bias_ptr, gx_ptr, gp_ptr, C, H, W, Ho, Wo, sxb, sxc, sxh, sxw, smr, smj,
+def gated_backward_kernel(grad_ptr, x_ptr, mask_ptr, bias_ptr, gx_ptr, gp_ptr, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, smr, smj,
                           sbr, sgb, sgc, sgh, sgw, sxgb, sxgc, sxgh, sxgw, K: tl.constexpr, S: tl.constexpr,
                           KK_PAD: tl.constexpr, HAS_MASK: tl.constexpr, OVERLAP: tl.constexpr, BLOCK: tl.constexpr):
     """One program per plane (b, c): d/dx of its windows, and its sums of d/dmask and d/dbias into
@@ -100,11 +102,11 @@ def gated_backward_kernel(grad_ptr, x_ptr, mask_ptr, bias_ptr, gx_ptr, gp_ptr, C
         ow = position % Wo
         bs = b + position * 0
         cs = c + position * 0
-        a, rows, cols, inside = _tile(x_ptr, bs, cs, oh * S, ow * S, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
-        top, arg, mean, gate = _gated_window(a, inside, live, w, bias, HAS_MASK, K * K)
+        a, rows, cols, inside = _tile(x_ptr, bs, cs, oh * S - P, ow * S - P, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
+        top, arg, mean, gate, count = _gated_window(a, inside, live, w, bias, HAS_MASK)
         g = tl.load(grad_ptr + b * sgb + c * sgc + oh * sgh + ow * sgw, mask=live, other=0.0).to(tl.float32)
         g_logit = g * (top - mean) * gate * (1.0 - gate)
-        g_mean = g * (1.0 - gate) / (K * K)
+        g_mean = g * (1.0 - gate) / count
         ga = g_mean[:, None] + g_logit[:, None] * w + tl.where(j == arg[:, None], (g * gate)[:, None], 0.0)
         _store_grad(gx_ptr, bs, cs, rows, cols, inside, ga, sxgb, sxgc, sxgh, sxgw, OVERLAP)
         grad_mask += tl.sum(g_logit[:, None] * a, axis=0)
@@ -147,13 +149,13 @@ def _stochastic_mean(a, inside):
 
 
 @triton.jit
-def stochastic_forward_kernel(x_ptr, seed_ptr, out_ptr, windows, C, H, W, Ho, Wo, sxb, sxc, sxh, sxw, sob, soc, soh, sow,
+def stochastic_forward_kernel(x_ptr, seed_ptr, out_ptr, windows, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, sob, soc, soh, sow,
                               K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr, TRAINING: tl.constexpr,
                               BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
     b, c, oh, ow = _split(window, C, Ho, Wo)
-    a, rows, cols, inside = _tile(x_ptr, b, c, oh * S, ow * S, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
+    a, rows, cols, inside = _tile(x_ptr, b, c, oh * S - P, ow * S - P, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
     if TRAINING:
         pick, total = _stochastic_pick(a, inside, window, seed_ptr, K * K, KK_PAD)
         picked = tl.sum(tl.where(tl.arange(0, KK_PAD)[None, :] == pick[:, None], a, 0.0), axis=1)
@@ -164,13 +166,13 @@ def stochastic_forward_kernel(x_ptr, seed_ptr, out_ptr, windows, C, H, W, Ho, Wo
 
 
 @triton.jit
-def stochastic_backward_kernel(grad_ptr, x_ptr, seed_ptr, gx_ptr, windows, C, H, W, Ho, Wo, sxb, sxc, sxh, sxw,
+def stochastic_backward_kernel(grad_ptr, x_ptr, seed_ptr, gx_ptr, windows, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw,
                                sgb, sgc, sgh, sgw, sxgb, sxgc, sxgh, sxgw, K: tl.constexpr, S: tl.constexpr,
                                KK_PAD: tl.constexpr, TRAINING: tl.constexpr, OVERLAP: tl.constexpr, BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
     b, c, oh, ow = _split(window, C, Ho, Wo)
-    a, rows, cols, inside = _tile(x_ptr, b, c, oh * S, ow * S, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
+    a, rows, cols, inside = _tile(x_ptr, b, c, oh * S - P, ow * S - P, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
     g = tl.load(grad_ptr + b * sgb + c * sgc + oh * sgh + ow * sgw, mask=live, other=0.0).to(tl.float32)
     if TRAINING:  # the gradient flows only to the sampled element
         pick, total = _stochastic_pick(a, inside, window, seed_ptr, K * K, KK_PAD)
@@ -196,7 +198,7 @@ def _s3_corner(lines_ptr, oh, ow, p, q, Ho, S: tl.constexpr, TRAINING: tl.conste
 
 
 @triton.jit
-def s3_forward_kernel(x_ptr, lines_ptr, out_ptr, windows, C, H, W, Ho, Wo, sxb, sxc, sxh, sxw, sob, soc, soh, sow,
+def s3_forward_kernel(x_ptr, lines_ptr, out_ptr, windows, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, sob, soc, soh, sow,
                       K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr, TRAINING: tl.constexpr, BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
@@ -206,7 +208,7 @@ def s3_forward_kernel(x_ptr, lines_ptr, out_ptr, windows, C, H, W, Ho, Wo, sxb, 
     for p in tl.static_range(REPEAT):
         for q in tl.static_range(REPEAT):
             row, col = _s3_corner(lines_ptr, oh, ow, p, q, Ho, S, TRAINING)
-            a, rows, cols, inside = _tile(x_ptr, b, c, row, col, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
+            a, rows, cols, inside = _tile(x_ptr, b, c, row - P, col - P, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
             nan = tl.max(tl.where(inside & (a != a), 1, 0), axis=1) > 0  # max pooling keeps a NaN
             total += tl.where(nan, float("nan"), tl.max(tl.where(inside, a, float("-inf")), axis=1))
     out = total / (REPEAT * REPEAT)
@@ -214,7 +216,7 @@ def s3_forward_kernel(x_ptr, lines_ptr, out_ptr, windows, C, H, W, Ho, Wo, sxb, 
 
 
 @triton.jit
-def s3_backward_kernel(grad_ptr, x_ptr, lines_ptr, gx_ptr, windows, C, H, W, Ho, Wo, sxb, sxc, sxh, sxw,
+def s3_backward_kernel(grad_ptr, x_ptr, lines_ptr, gx_ptr, windows, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw,
                        sgb, sgc, sgh, sgw, sxgb, sxgc, sxgh, sxgw, K: tl.constexpr, S: tl.constexpr,
                        KK_PAD: tl.constexpr, TRAINING: tl.constexpr, BLOCK: tl.constexpr):
     """Each window passes its share of the output's gradient to its first largest element
@@ -229,7 +231,7 @@ def s3_backward_kernel(grad_ptr, x_ptr, lines_ptr, gx_ptr, windows, C, H, W, Ho,
     for p in tl.static_range(REPEAT):
         for q in tl.static_range(REPEAT):
             row, col = _s3_corner(lines_ptr, oh, ow, p, q, Ho, S, TRAINING)
-            a, rows, cols, inside = _tile(x_ptr, b, c, row, col, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
+            a, rows, cols, inside = _tile(x_ptr, b, c, row - P, col - P, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
             values = tl.where(inside, a, float("-inf"))
             arg = tl.argmax(tl.where(values == values, values, float("-inf")), axis=1, tie_break_left=True)
             target = (j == arg[:, None]) & inside

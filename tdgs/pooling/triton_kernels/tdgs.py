@@ -34,7 +34,7 @@ def _temperature(theta, eps, RECTIFIER: tl.constexpr):
 
 
 @triton.jit
-def _window_state(x_ptr, t_ptr, seed_ptr, window, live, C, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw, eps,
+def _window_state(x_ptr, t_ptr, seed_ptr, window, live, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw, eps,
                   K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr, NORMALIZE: tl.constexpr, MODE: tl.constexpr,
                   RECTIFIER: tl.constexpr):
     """Everything the forward and backward passes need about windows ``window`` (shape (BLOCK,));
@@ -46,9 +46,9 @@ def _window_state(x_ptr, t_ptr, seed_ptr, window, live, C, Ho, Wo, sxb, sxc, sxh
     c = rest % C
     b = rest // C
     j = tl.arange(0, KK_PAD)[None, :]
-    row = oh[:, None] * S + j // K  # (BLOCK, KK_PAD)
-    col = ow[:, None] * S + j % K
-    inside = live[:, None] & (j < K * K)
+    row = oh[:, None] * S - P + j // K  # (BLOCK, KK_PAD)
+    col = ow[:, None] * S - P + j % K
+    inside = live[:, None] & (j < K * K) & (row >= 0) & (row < H) & (col >= 0) & (col < W)  # padding: outside
     a = tl.load(x_ptr + b[:, None] * sxb + c[:, None] * sxc + row * sxh + col * sxw, mask=inside, other=0.0)
     a = a.to(tl.float32)
     theta = tl.load(t_ptr + c * stc + oh * sth + ow * stw, mask=live, other=1.0).to(tl.float32)  # (BLOCK,)
@@ -96,12 +96,12 @@ def _window_state(x_ptr, t_ptr, seed_ptr, window, live, C, Ho, Wo, sxb, sxc, sxh
 
 
 @triton.jit
-def tdgs_forward_kernel(x_ptr, t_ptr, seed_ptr, out_ptr, windows, C, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw,
+def tdgs_forward_kernel(x_ptr, t_ptr, seed_ptr, out_ptr, windows, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw,
                         sob, soc, soh, sow, eps, K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr,
                         NORMALIZE: tl.constexpr, MODE: tl.constexpr, RECTIFIER: tl.constexpr, BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
-    state = _window_state(x_ptr, t_ptr, seed_ptr, window, live, C, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw, eps,
+    state = _window_state(x_ptr, t_ptr, seed_ptr, window, live, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw, eps,
                           K, S, KK_PAD, NORMALIZE, MODE, RECTIFIER)
     out = state[9]
     ow = window % Wo
@@ -112,7 +112,7 @@ def tdgs_forward_kernel(x_ptr, t_ptr, seed_ptr, out_ptr, windows, C, Ho, Wo, sxb
 
 
 @triton.jit
-def tdgs_backward_kernel(grad_ptr, x_ptr, t_ptr, seed_ptr, gx_ptr, gt_ptr, windows, C, Ho, Wo,
+def tdgs_backward_kernel(grad_ptr, x_ptr, t_ptr, seed_ptr, gx_ptr, gt_ptr, windows, C, H, W, P, Ho, Wo,
                          sxb, sxc, sxh, sxw, stc, sth, stw, sgb, sgc, sgh, sgw, sxgb, sxgc, sxgh, sxgw, eps,
                          K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr, NORMALIZE: tl.constexpr,
                          MODE: tl.constexpr, RECTIFIER: tl.constexpr, OVERLAP: tl.constexpr, BLOCK: tl.constexpr):
@@ -122,7 +122,7 @@ def tdgs_backward_kernel(grad_ptr, x_ptr, t_ptr, seed_ptr, gx_ptr, gt_ptr, windo
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
     a, n, y, soft, pick, peak_j, inv_t, inv_peak, inv_scaled, out, b, c, row, col, inside, slope = _window_state(
-        x_ptr, t_ptr, seed_ptr, window, live, C, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw, eps,
+        x_ptr, t_ptr, seed_ptr, window, live, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw, eps,
         K, S, KK_PAD, NORMALIZE, MODE, RECTIFIER,
     )
     ow = window % Wo
