@@ -29,6 +29,7 @@ class PoolerConfig:
     name: str = MISSING  # a key of tdgs.pooling.POOLERS
     kernel_size: int = 2  # pooling window side k
     stride: int = 2  # window step s
+    padding: int = 0  # positions added on each side, never picked (<= kernel_size // 2)
 
 
 @dataclass

@@ -47,30 +47,30 @@ from tdgs.pooling import triton_kernels as kernels  # noqa: E402
 
 every = "--all" in sys.argv
 dtypes = [torch.float32, torch.bfloat16, torch.float16] if every else [torch.float32]
-geometries = [(2, 2, 8, 8), (3, 2, 9, 8), (3, 3, 9, 9)] if every else [(2, 2, 8, 8)]
+geometries = [(2, 2, 0, 8, 8), (3, 2, 0, 9, 8), (3, 3, 0, 9, 9), (3, 2, 1, 8, 8)] if every else [(2, 2, 0, 8, 8), (3, 2, 1, 8, 8)]
 normalizations = ["none", "l1", "l2", "max"] if every else ["l2"]
 rectifiers = ["none", "relu", "softplus"] if every else ["relu"]
 seed = torch.zeros((), dtype=torch.int64)
 for dtype in dtypes:
-    for k, s, h, w in geometries:
+    for k, s, p, h, w in geometries:
         x = torch.randn(2, 3, h, w, dtype=dtype)
-        out_h, out_w = (h - k) // s + 1, (w - k) // s + 1
+        out_h, out_w = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
         theta = torch.rand(3, out_h, out_w)
         grad = torch.randn(2, 3, out_h, out_w, dtype=dtype)
         for normalize in normalizations:
             for mode in ["hard", "soft", "expectation", "argmax"]:
                 for rectifier in rectifiers:
-                    kernels.tdgs_forward(x, theta, seed, k, s, normalize, mode, rectifier, 0.1)
-                    kernels.tdgs_backward(grad, x, theta, seed, k, s, normalize, mode, rectifier, 0.1)
+                    kernels.tdgs_forward(x, theta, seed, k, s, p, normalize, mode, rectifier, 0.1)
+                    kernels.tdgs_backward(grad, x, theta, seed, k, s, p, normalize, mode, rectifier, 0.1)
         for mask in [torch.randn(3, k * k), None]:
-            kernels.gated_forward(x, mask, torch.randn(3), k, s)
-            kernels.gated_backward(grad, x, mask, torch.randn(3), k, s)
+            kernels.gated_forward(x, mask, torch.randn(3), k, s, p)
+            kernels.gated_backward(grad, x, mask, torch.randn(3), k, s, p)
         for training in [True, False]:
-            kernels.stochastic_forward(x, seed, k, s, training)
-            kernels.stochastic_backward(grad, x, seed, k, s, training)
+            kernels.stochastic_forward(x, seed, k, s, p, training)
+            kernels.stochastic_backward(grad, x, seed, k, s, p, training)
             if s <= k:
-                kernels.s3_forward(x, seed, k, s, 2 * s, training)
-                kernels.s3_backward(grad, x, seed, k, s, 2 * s, training)
+                kernels.s3_forward(x, seed, k, s, p, 2 * s, training)
+                kernels.s3_backward(grad, x, seed, k, s, p, 2 * s, training)
 for window in (1, 4, 9):
     kernels.window_uniforms(seed, 100, window)
 kernels.s3_lines(seed, 9, 3, 6, 3, 1)

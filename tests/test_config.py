@@ -36,9 +36,14 @@ def test_every_pooler_file_lists_its_options_with_the_module_defaults(name):
     cfg = _compose(f"pooler={name}")
     options = {k: v for k, v in cfg.pooler.items() if k != "name"}
     assert cfg.pooler.name == name
-    assert set(options) == set(pooler_options(name)) - {"input_size"}
-    signature = inspect.signature(POOLERS[name].__init__).parameters
-    assert options == {k: signature[k].default for k in options}
+    # dilation and ceil_mode are accepted only at nn.MaxPool2d's defaults: nothing to configure
+    assert set(options) == set(pooler_options(name)) - {"input_size", "dilation", "ceil_mode"}
+    defaults = {}
+    for cls in reversed(POOLERS[name].__mro__):
+        if "__init__" in vars(cls):
+            parameters = inspect.signature(cls.__init__).parameters.values()
+            defaults |= {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY}
+    assert options == {k: defaults[k] for k in options}
 
 
 def test_pooler_options_override_with_types_checked():

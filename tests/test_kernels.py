@@ -14,6 +14,7 @@ from tdgs.pooling import backend, cpp_kernels, gated_pool2d, mixed_pool2d, ops, 
 from tdgs.pooling.s3 import kernel_lines
 from tdgs.pooling.stochastic import kernel_uniforms
 from tdgs.pooling.tdgs import NORMALIZATIONS, kernel_gumbels
+from tdgs.pooling.windows import pooled_size
 
 # (kernel_size, stride, H, W): the deck's 2x2/2, odd sizes, overlapping 3x3/2, 3x3/3
 GEOMETRIES = [(2, 2, 8, 8), (2, 2, 7, 9), (3, 2, 9, 8), (3, 3, 9, 9)]
@@ -180,6 +181,54 @@ def test_s3_kernel_matches_reference(kernels, dtype, shape, training, kernel_siz
         slow = s3_pool2d(x, **options, lines=lines)
     _close(fast, slow, dtype)
     _close(*(torch.autograd.grad(out.sin().sum(), x)[0] for out in (fast, slow)), dtype)
+
+
+# (kernel_size, stride, padding, H, W): ResNet's stem (3x3/2, padding 1), a padded 2x2/2, 3x3/3
+PADDED = [(3, 2, 1, 9, 8), (2, 2, 1, 7, 9), (3, 3, 1, 7, 7)]
+
+
+@each_kernel_and_dtype
+@pytest.mark.parametrize("geometry", PADDED, ids=lambda g: "k{}s{}p{}-{}x{}".format(*g))
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_padded_windows_match_reference(kernels, dtype, geometry, training):
+    """Padded positions are never picked and carry no weight, in the kernels as in the reference:
+    every pooler with kernels, every TDGS mode and normalisation, outputs and gradients."""
+    k, s, p, h, w = geometry
+    window = dict(kernel_size=k, stride=s, padding=p)
+    ho, wo = pooled_size(h, w, k, s, p)
+    x = (torch.randn(2, 3, h, w, dtype=dtype, device=kernels) - 0.5).requires_grad_()  # mostly < 0: a 0 pad would win
+    t = (torch.rand(3, ho, wo, dtype=dtype, device=kernels) + 0.2).requires_grad_()
+    logit = torch.randn(3, dtype=dtype, device=kernels).requires_grad_()
+    mask = torch.randn(3, k * k, dtype=dtype, device=kernels).requires_grad_()
+    _compare(lambda x, l: mixed_pool2d(x, l, **window), (x, logit), dtype)
+    _compare(lambda x, m, b: gated_pool2d(x, m, b, **window), (x, mask, logit), dtype)
+    for mode in ["hard", "soft"] if training else ["expectation", "sample", "argmax"]:
+        for normalize in NORMALIZATIONS:
+            options = dict(window, normalize=normalize, hard=mode != "soft", training=training,
+                           eval_mode=mode if not training else "expectation")
+            torch.manual_seed(7)
+            gumbels = kernel_gumbels(backend.draw_seed(kernels), (2, 3, ho, wo, k * k), dtype) if mode != "expectation" and mode != "argmax" else None
+            fast = (torch.manual_seed(7), tdgs_pool2d(x, t, **options))[1]
+            with backend.use("reference"):
+                slow = tdgs_pool2d(x, t, **options, gumbels=gumbels)
+            _close(fast, slow, dtype)
+            inputs = (x, t) if mode != "argmax" else (x,)
+            for got, want in zip(*(torch.autograd.grad(out.sin().sum(), inputs) for out in (fast, slow))):
+                _close(got, want, dtype)
+    positive = (x.detach().abs() + 0.1).requires_grad_()  # stochastic pooling weighs by value
+    torch.manual_seed(8)
+    uniforms = kernel_uniforms(backend.draw_seed(kernels), (2, 3, ho, wo), dtype) if training else None
+    fast = (torch.manual_seed(8), stochastic_pool2d(positive, **window, training=training))[1]
+    slow = stochastic_pool2d(positive, **window, training=training, uniforms=uniforms)
+    torch.manual_seed(9)
+    lines = kernel_lines(backend.draw_seed(kernels), h, w, **window, grid_size=2 * s) if training else None
+    fast_s3 = (torch.manual_seed(9), s3_pool2d(x, **window, grid_size=2 * s, training=training))[1]
+    with backend.use("reference"):
+        slow_s3 = s3_pool2d(x, **window, grid_size=2 * s, training=training, lines=lines)
+    for (got, want, source) in [(fast, slow, positive), (fast_s3, slow_s3, x)]:
+        assert torch.isfinite(got).all()
+        _close(got, want, dtype)
+        _close(*(torch.autograd.grad(out.sin().sum(), source)[0] for out in (got, want)), dtype)
 
 
 @pytest.mark.skipif(KERNEL_BACKENDS != ["cpp", "triton"], reason="needs both kernel backends")

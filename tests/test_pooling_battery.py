@@ -69,6 +69,10 @@ BAD_OPTIONS = [
     ("tdgs", {"input_size": (28, 28), "granularity": "layer"}, "input_size"),
     ("tdgs", {"grid_size": 4}, "grid_size"),
     ("max", {"t0": 1.0}, "t0"),
+    ("max", {"padding": 2}, "padding"),
+    ("tdgs", {"kernel_size": 3, "padding": -1}, "padding"),
+    ("avg", {"dilation": 2}, "dilation"),
+    ("gated", {"ceil_mode": True}, "ceil_mode"),
 ]
 
 
@@ -196,3 +200,48 @@ def test_training_draws_change_with_the_seed(name):
 def test_extra_repr_shows_the_options(name):
     text = repr(create_pooler(name, 4))
     assert "kernel_size=2" in text and "stride=2" in text
+
+
+# nn.MaxPool2d windows the poolers stand in for: ResNet's stem, a padded 2x2, AlexNet's 3x3/2
+WINDOWS = [dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, stride=2, padding=1),
+           dict(kernel_size=3, stride=2)]
+
+
+@EACH
+@MODES
+@pytest.mark.parametrize("window", WINDOWS, ids=lambda w: "k{kernel_size}s{stride}p{}".format(w.get("padding", 0), **w))
+def test_padded_positions_are_never_picked_and_weigh_nothing(name, training, window):
+    """Same output shape as nn.MaxPool2d; on inputs all in [1, 2] (or all in [-2, -1]) every
+    output stays in that range: a padded position picked or weighed would pull it towards 0
+    (or make it -inf). Stochastic pooling counts negatives as 0, so it is checked on [1, 2] only."""
+    pool = create_pooler(name, 3, **window).train(training)
+    for low in (1.0, -2.0) if name != "stochastic" else (1.0,):
+        x = (low + torch.rand(2, 3, 11, 10)).requires_grad_()
+        out = pool(x)
+        assert out.shape == torch.nn.MaxPool2d(**window)(x).shape
+        assert ((out >= low - 1e-6) & (out <= low + 1 + 1e-6)).all(), (out.min(), out.max())
+        out.sum().backward()
+        assert torch.isfinite(x.grad).all()
+
+
+@EACH
+def test_pooler_built_without_channels_takes_them_from_its_first_input(name):
+    """Lazy parameters (as nn.LazyConv2d) where a pooler has some, sized and then fixed by the
+    first input; a pooler without parameters takes any channel count, as nn.MaxPool2d."""
+    pool = create_pooler(name, kernel_size=3, stride=2, padding=1)
+    x = torch.rand(2, 5, 12, 12)
+    assert pool(x).shape == (2, 5, 6, 6)
+    assert not any(isinstance(p, torch.nn.UninitializedParameter) for p in pool.parameters())
+    if any(True for _ in pool.parameters()):
+        assert pool.channels == 5
+        with pytest.raises(ValueError, match="channels=5"):
+            pool(torch.rand(2, 4, 12, 12))
+    else:
+        assert pool.channels is None and pool(torch.rand(2, 4, 12, 12)).shape == (2, 4, 6, 6)
+    for p in pool.parameters():
+        torch.nn.init.normal_(p)
+    for fresh in (create_pooler(name, kernel_size=3, stride=2, padding=1), create_pooler(name, 5, kernel_size=3, stride=2, padding=1)):
+        fresh.load_state_dict(pool.state_dict())  # into a lazy pooler too, as nn.LazyConv2d allows
+        for training in (True, False):
+            pool.train(training), fresh.train(training)
+            torch.testing.assert_close(run_seeded(fresh, x), run_seeded(pool, x), rtol=0, atol=0)

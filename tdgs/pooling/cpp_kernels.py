@@ -181,27 +181,33 @@ def stochastic_backward(grad, x, seed, kernel_size, stride, padding, training):
 
 
 def _s3_geometry(height, width, seed, kernel_size, stride, padding, grid_size, training):
-    """(rows, cols, repeat, Ho, Wo) of the S3 kernels on the padded map: the sampled lines in
-    training, every line of the first Ho * stride (Wo * stride) in evaluation."""
+    """(rows, cols, repeat, Ho, Wo) of the S3 kernels on the (H + p) x (W + p) map: the sampled
+    lines in training, every line of the first Ho * stride (Wo * stride) in evaluation (those past
+    the map's edge count for nothing)."""
     out_h, out_w = pooled_size(height, width, kernel_size, stride, padding)
     if not training:
         return torch.arange(out_h * stride), torch.arange(out_w * stride), stride, out_h, out_w
-    rows = s3_lines(seed, height + 2 * padding, out_h, grid_size, grid_size // stride, 0)
-    cols = s3_lines(seed, width + 2 * padding, out_w, grid_size, grid_size // stride, 1)
+    rows = s3_lines(seed, height + padding, out_h, grid_size, grid_size // stride, 0)
+    cols = s3_lines(seed, width + padding, out_w, grid_size, grid_size // stride, 1)
     return rows, cols, 1, out_h, out_w
 
 
+def _top_left_padded(x: torch.Tensor, padding: int) -> torch.Tensor:
+    """``x`` contiguous, with ``padding`` lines of -inf above and left of it: where S3's windows may
+    start (the kernels clip windows at the other edges)."""
+    return F.pad(x, (padding, 0, padding, 0), value=float("-inf")).contiguous() if padding else x.contiguous()
+
+
 def s3_forward(x, seed, kernel_size, stride, padding, grid_size, training):
-    """Padding with -inf is exact here: S3 takes maxima, and no window is all padding."""
     rows, cols, repeat, out_h, out_w = _s3_geometry(*x.shape[2:], seed, kernel_size, stride, padding, grid_size, training)
-    out = _ops().s3_forward(_padded(x, padding, float("-inf")), rows, cols, kernel_size, repeat, out_h, out_w)
+    out = _ops().s3_forward(_top_left_padded(x, padding), rows, cols, kernel_size, repeat, out_h, out_w)
     return _like(out, x)
 
 
 def s3_backward(grad, x, seed, kernel_size, stride, padding, grid_size, training):
     rows, cols, repeat, _, _ = _s3_geometry(*x.shape[2:], seed, kernel_size, stride, padding, grid_size, training)
-    grad_x = _ops().s3_backward(grad.contiguous(), _padded(x, padding, float("-inf")), rows, cols, kernel_size, repeat)
-    return _unpadded(grad_x, x, padding)
+    grad_x = _ops().s3_backward(grad.contiguous(), _top_left_padded(x, padding), rows, cols, kernel_size, repeat)
+    return _like(grad_x[..., padding:, padding:].contiguous(), x)
 
 
 def window_uniforms(seed, windows: int, window_size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

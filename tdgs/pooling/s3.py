@@ -59,7 +59,9 @@ def s3_pool2d(
     ``grid_size / stride`` rows and columns without replacement; output the map at their
     intersections. The draw is shared by the whole batch and all channels. Evaluation: average
     pooling (window ``stride``, stride ``stride``) of the step-1 map, cropped to the output size.
-    With ``padding`` the map is that of the input with ``-inf`` lines around it (never picked).
+    With ``padding`` ``p``, windows may also start in ``p`` lines of ``-inf`` above and left of the
+    input (never picked): the map has ``(H + p) x (W + p)`` positions, each window holding at least
+    one input element, and evaluation averages over the map positions there are.
 
     ``lines``: the (rows, cols) to keep in training, to fix the draw; given ones always run the
     pure-PyTorch reference code (otherwise the C++ or Triton kernel runs where
@@ -73,12 +75,12 @@ def s3_pool2d(
     if kernels is not None:
         seed = backend.draw_seed(x.device) if training else ops.no_seed(x.device)
         return ops.apply(ops.S3, kernels, x, seed, kernel_size, stride, padding, grid_size, training)
-    x = F.pad(x, (padding,) * 4, value=float("-inf")) if padding else x  # (B, C, H + 2p, W + 2p)
+    x = F.pad(x, (padding, 0, padding, 0), value=float("-inf")) if padding else x  # (B, C, H + p, W + p)
     height, width = x.shape[-2:]
     padded = F.pad(x, (0, kernel_size - 1, 0, kernel_size - 1), value=float("-inf"))
-    peaks = F.max_pool2d(padded, kernel_size, stride=1)  # (B, C, H + 2p, W + 2p)
-    if not training:
-        return F.avg_pool2d(peaks, stride, stride)[..., :out_h, :out_w]  # (B, C, Ho, Wo)
+    peaks = F.max_pool2d(padded, kernel_size, stride=1)  # (B, C, H + p, W + p)
+    if not training:  # ceil_mode: a last block that the map cuts short averages what it holds
+        return F.avg_pool2d(peaks, stride, stride, ceil_mode=True)[..., :out_h, :out_w]  # (B, C, Ho, Wo)
     if lines is None:
         per_block = grid_size // stride
         lines = (
@@ -92,14 +94,14 @@ def s3_pool2d(
 def kernel_lines(
     seed: torch.Tensor, height: int, width: int, *, kernel_size: int = 2, stride: int = 2, padding: int = 0, grid_size: int = 4
 ):
-    """The (rows, cols) of the padded map that the kernels keep for key ``seed`` on an ``height x
+    """The (rows, cols) of the (H + p) x (W + p) map that the kernels keep for key ``seed`` on an ``height x
     width`` input."""
     out_h, out_w = pooled_size(height, width, kernel_size, stride, padding)
     kernels = backend.module(backend.kernels_for(torch.empty((1, 1, 1, 1), device=seed.device)))
     per_block = grid_size // stride
     return (
-        kernels.s3_lines(seed, height + 2 * padding, out_h, grid_size, per_block, 0),
-        kernels.s3_lines(seed, width + 2 * padding, out_w, grid_size, per_block, 1),
+        kernels.s3_lines(seed, height + padding, out_h, grid_size, per_block, 0),
+        kernels.s3_lines(seed, width + padding, out_w, grid_size, per_block, 1),
     )
 
 

@@ -232,8 +232,9 @@ at::Tensor stochastic_backward(const at::Tensor& grad, const at::Tensor& x, int6
 }
 
 // S3Pool's pooled map: out[b, c, i, j] = mean over p, q < m of the k x k maximum (padded with -inf
-// past the edges) at (rows[i * m + p], cols[j * m + q]). Training: m = 1 and the sampled rows and
-// columns; evaluation: m = s and all rows and columns (average pooling of the stride-1 max map).
+// past the edges) at (rows[i * m + p], cols[j * m + q]), over those inside the map. Training: m = 1
+// and the sampled rows and columns; evaluation: m = s and all rows and columns (average pooling of
+// the stride-1 max map; with padding a last block may reach past the map's edge).
 // Offset (from the plane's start) of the largest element of the k x k window at (row, col), the
 // first in row-major order on ties; the window is clipped at the plane's edges (the -inf padding).
 // Branch-free for the common 2x2 window: the comparisons are data-dependent and unpredictable.
@@ -360,6 +361,18 @@ void s3_eval_backward_2x2(const Geometry& g, const scalar_t* xs, const scalar_t*
   });
 }
 
+// The map positions that evaluation's block (i, j) averages: repeat x repeat, fewer where it
+// reaches past the map's edge (with padding); 1 in training.
+template <typename scalar_t>
+TDGS_INLINE scalar_t block_size(const Geometry& g, int64_t repeat, int64_t i, int64_t j) {
+  return static_cast<scalar_t>(std::min(repeat, g.height - i * repeat) * std::min(repeat, g.width - j * repeat));
+}
+
+// Whether evaluation's blocks all lie inside the map (always without padding).
+bool whole_blocks(const Geometry& g, int64_t repeat, int64_t out_h, int64_t out_w) {
+  return out_h * repeat <= g.height && out_w * repeat <= g.width;
+}
+
 // Whether lines are 0, 1, 2, ... (evaluation: every row or column of the max map).
 bool consecutive(const at::Tensor& lines) {
   const int64_t* ls = lines.const_data_ptr<int64_t>();
@@ -384,11 +397,10 @@ at::Tensor s3_forward(const at::Tensor& x, const at::Tensor& rows, const at::Ten
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "s3_forward", [&] {
     const scalar_t* xs = x.const_data_ptr<scalar_t>();
     scalar_t* os = out.mutable_data_ptr<scalar_t>();
-    if (kernel_size == 2 && consecutive(rows) && consecutive(cols)) {
+    if (kernel_size == 2 && consecutive(rows) && consecutive(cols) && whole_blocks(g, repeat, out_h, out_w)) {
       s3_eval_forward_2x2(g, xs, os, repeat, out_h, out_w);
       return;
     }
-    const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(repeat * repeat);
     parallel_flushed(0, g.batch * g.channels, std::max<int64_t>(1, 2048 / (out_h * out_w)), [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end; ++plane) {
         const scalar_t* xp = xs + plane * g.height * g.width;
@@ -397,8 +409,10 @@ at::Tensor s3_forward(const at::Tensor& x, const at::Tensor& rows, const at::Ten
           for (int64_t j = 0; j < out_w; ++j) {
             scalar_t sum = 0;
             for (int64_t p = 0; p < repeat; ++p)
-              for (int64_t q = 0; q < repeat; ++q) sum += window_max(xp, g, rs[i * repeat + p], cs[j * repeat + q]);
-            op[i * out_w + j] = repeat == 1 ? sum : sum * scale;
+              for (int64_t q = 0; q < repeat; ++q)
+                if (rs[i * repeat + p] < g.height && cs[j * repeat + q] < g.width)
+                  sum += window_max(xp, g, rs[i * repeat + p], cs[j * repeat + q]);
+            op[i * out_w + j] = repeat == 1 ? sum : sum / block_size<scalar_t>(g, repeat, i, j);
           }
       }
     });
@@ -419,11 +433,10 @@ at::Tensor s3_backward(const at::Tensor& grad, const at::Tensor& x, const at::Te
     const scalar_t* xs = x.const_data_ptr<scalar_t>();
     const scalar_t* gs = grad.const_data_ptr<scalar_t>();
     scalar_t* gxs = grad_x.mutable_data_ptr<scalar_t>();
-    if (kernel_size == 2 && consecutive(rows) && consecutive(cols)) {
+    if (kernel_size == 2 && consecutive(rows) && consecutive(cols) && whole_blocks(g, repeat, out_h, out_w)) {
       s3_eval_backward_2x2(g, xs, gs, gxs, repeat, out_h, out_w);
       return;
     }
-    const scalar_t scale = scalar_t(1) / static_cast<scalar_t>(repeat * repeat);
     parallel_flushed(0, g.batch * g.channels, std::max<int64_t>(1, 2048 / (out_h * out_w)), [&](int64_t begin, int64_t end) {
       for (int64_t plane = begin; plane < end; ++plane) {
         const scalar_t* xp = xs + plane * g.height * g.width;
@@ -434,8 +447,9 @@ at::Tensor s3_backward(const at::Tensor& grad, const at::Tensor& x, const at::Te
         for (int64_t i = 0; i < out_h; ++i)
           for (int64_t r = i * repeat; r < (i + 1) * repeat; ++r)
             for (int64_t j = 0; j < out_w; ++j) {
-              const scalar_t share = go[i * out_w + j] * scale;
-              for (int64_t c = j * repeat; c < (j + 1) * repeat; ++c) gp[window_argmax(xp, g, rs[r], cs[c])] += share;
+              const scalar_t share = go[i * out_w + j] / block_size<scalar_t>(g, repeat, i, j);
+              for (int64_t c = j * repeat; c < (j + 1) * repeat; ++c)
+                if (rs[r] < g.height && cs[c] < g.width) gp[window_argmax(xp, g, rs[r], cs[c])] += share;
             }
       }
     });

@@ -175,7 +175,7 @@ def stochastic_backward(grad, x, seed, kernel_size, stride, padding, training):
 
 
 def _s3_lines(x, seed, kernel_size, stride, padding, grid_size, training):
-    """The drawn rows then columns of the padded map, (Ho + Wo,) int64, in training (one small
+    """The drawn rows then columns of the (H + p) x (W + p) max map, (Ho + Wo,) int64, in training (one small
     launch); the key itself in evaluation, which reads none."""
     if not training:
         return seed
@@ -183,7 +183,7 @@ def _s3_lines(x, seed, kernel_size, stride, padding, grid_size, training):
     lines = torch.empty(out_h + out_w, dtype=torch.int64, device=x.device)
     block = _block(_pad(grid_size) ** 2)
     philox.s3_lines_kernel[_grid(out_h + out_w, block)](
-        seed, lines, x.shape[2] + 2 * padding, x.shape[3] + 2 * padding, out_h, out_w, GRID=grid_size,
+        seed, lines, x.shape[2] + padding, x.shape[3] + padding, out_h, out_w, GRID=grid_size,
         PER_BLOCK=grid_size // stride, G_PAD=_pad(grid_size), BLOCK=block,
     )
     return lines

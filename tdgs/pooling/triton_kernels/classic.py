@@ -198,6 +198,17 @@ def _s3_corner(lines_ptr, oh, ow, p, q, Ho, S: tl.constexpr, TRAINING: tl.conste
 
 
 @triton.jit
+def _s3_block_size(oh, ow, H, W, P, REPEAT: tl.constexpr):
+    """The positions of the (H + p) x (W + p) max map that output (oh, ow) averages: REPEAT x
+    REPEAT, fewer where a block reaches past the map's edge (with padding); 1 in training."""
+    if REPEAT == 1:
+        return 1.0
+    rows = tl.minimum(H + P - oh * REPEAT, REPEAT)
+    cols = tl.minimum(W + P - ow * REPEAT, REPEAT)
+    return (rows * cols).to(tl.float32)
+
+
+@triton.jit
 def s3_forward_kernel(x_ptr, lines_ptr, out_ptr, windows, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, sob, soc, soh, sow,
                       K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr, TRAINING: tl.constexpr, BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -210,8 +221,9 @@ def s3_forward_kernel(x_ptr, lines_ptr, out_ptr, windows, C, H, W, P, Ho, Wo, sx
             row, col = _s3_corner(lines_ptr, oh, ow, p, q, Ho, S, TRAINING)
             a, rows, cols, inside = _tile(x_ptr, b, c, row - P, col - P, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
             nan = tl.max(tl.where(inside & (a != a), 1, 0), axis=1) > 0  # max pooling keeps a NaN
-            total += tl.where(nan, float("nan"), tl.max(tl.where(inside, a, float("-inf")), axis=1))
-    out = total / (REPEAT * REPEAT)
+            peak = tl.where(nan, float("nan"), tl.max(tl.where(inside, a, float("-inf")), axis=1))
+            total += tl.where((row < H + P) & (col < W + P), peak, 0.0)  # past the map: nothing
+    out = total / _s3_block_size(oh, ow, H, W, P, REPEAT)
     tl.store(out_ptr + b * sob + c * soc + oh * soh + ow * sow, out.to(out_ptr.dtype.element_ty), mask=live)
 
 
@@ -226,7 +238,7 @@ def s3_backward_kernel(grad_ptr, x_ptr, lines_ptr, gx_ptr, windows, C, H, W, P, 
     b, c, oh, ow = _split(window, C, Ho, Wo)
     REPEAT: tl.constexpr = 1 if TRAINING else S
     g = tl.load(grad_ptr + b * sgb + c * sgc + oh * sgh + ow * sgw, mask=live, other=0.0).to(tl.float32)
-    share = g / (REPEAT * REPEAT)
+    share = g / _s3_block_size(oh, ow, H, W, P, REPEAT)
     j = tl.arange(0, KK_PAD)[None, :]
     for p in tl.static_range(REPEAT):
         for q in tl.static_range(REPEAT):
@@ -234,5 +246,5 @@ def s3_backward_kernel(grad_ptr, x_ptr, lines_ptr, gx_ptr, windows, C, H, W, P, 
             a, rows, cols, inside = _tile(x_ptr, b, c, row - P, col - P, live, H, W, sxb, sxc, sxh, sxw, K, KK_PAD)
             values = tl.where(inside, a, float("-inf"))
             arg = tl.argmax(tl.where(values == values, values, float("-inf")), axis=1, tie_break_left=True)
-            target = (j == arg[:, None]) & inside
+            target = (j == arg[:, None]) & inside & ((row < H + P) & (col < W + P))[:, None]
             _store_grad(gx_ptr, b, c, rows, cols, target, share[:, None] + a * 0.0, sxgb, sxgc, sxgh, sxgw, True)
