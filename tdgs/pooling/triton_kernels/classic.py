@@ -201,8 +201,6 @@ def _s3_corner(lines_ptr, oh, ow, p, q, Ho, S: tl.constexpr, TRAINING: tl.conste
 def _s3_block_size(oh, ow, H, W, P, REPEAT: tl.constexpr):
     """The positions of the (H + p) x (W + p) max map that output (oh, ow) averages: REPEAT x
     REPEAT, fewer where a block reaches past the map's edge (with padding); 1 in training."""
-    if REPEAT == 1:
-        return 1.0
     rows = tl.minimum(H + P - oh * REPEAT, REPEAT)
     cols = tl.minimum(W + P - ow * REPEAT, REPEAT)
     return (rows * cols).to(tl.float32)
