@@ -33,11 +33,11 @@ bench: $(STAMP)
 
 ## reproduce: every experiment of the deck (MNIST, CIFAR-10: downloads them) and the report, in one folder
 reproduce: $(STAMP)
-	scripts/reproduce.sh $(ARGS)
+	PATH="$(abspath $(VENV))/bin:$$PATH" scripts/reproduce.sh $(ARGS)
 
 ## reproduce-smoke: the same path on synthetic data, 1 epoch, 2 seeds (minutes)
 reproduce-smoke: $(STAMP)
-	scripts/reproduce.sh --smoke $(ARGS)
+	PATH="$(abspath $(VENV))/bin:$$PATH" scripts/reproduce.sh --smoke $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

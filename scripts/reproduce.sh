@@ -13,10 +13,18 @@
 #                   ones resume from their last checkpoint, missing or failed ones run; then the report
 #   TDGS_REPRODUCE_DIR=DIR   where to write (default outputs/reproduce/<time>[_smoke])
 #
+# Runs the tdgs-train and tdgs-report of the environment it runs in (found on PATH; `make
+# reproduce` puts .venv/bin first).
+#
 # Exit status: 0 when every run completed; 1 when a sweep had failed jobs (the report lists them).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bin=${TDGS_BIN:-.venv/bin}
+for tool in tdgs-train tdgs-report; do
+  if ! command -v "$tool" > /dev/null; then
+    echo "reproduce: $tool is not on PATH: install tdgs (pip install .) or activate the environment that has it" >&2
+    exit 2
+  fi
+done
 resume=()
 if [[ "${1:-}" == "--resume" ]]; then
   out=${2:?"reproduce: --resume needs the folder of the reproduction to continue"}
@@ -43,11 +51,11 @@ fi
 failed=()
 for experiment in deck_table temperature_init all_poolers tdgs_ablation; do
   echo "== $experiment -> $out/$experiment"
-  if ! "$bin/tdgs-train" -m "experiment=$experiment" "hydra.sweep.dir=$out/$experiment" "${overrides[@]}" "${resume[@]}"; then
+  if ! tdgs-train -m "experiment=$experiment" "hydra.sweep.dir=$out/$experiment" "${overrides[@]}" "${resume[@]}"; then
     failed+=("$experiment")  # finished runs stay; the report lists what is missing
   fi
 done
-"$bin/tdgs-report" "$out" --out "$out/report" || exit 1
+tdgs-report "$out" --out "$out/report" || exit 1
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "reproduce: these sweeps did not complete every run: ${failed[*]} (see $out/report/report.md, Problems); scripts/reproduce.sh --resume $out continues them" >&2
   exit 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 import hydra
@@ -19,7 +20,7 @@ from .results import OutputError
 from .train import Interrupted, TrainingDiverged, train
 from .validate import ConfigError
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(files("tdgs.conf"))  # the repository's conf/, installed as the package tdgs.conf
 log = logging.getLogger("tdgs")
 
 register_configs()
