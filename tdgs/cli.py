@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import register_configs
 from .data import DatasetUnavailable
@@ -24,6 +24,19 @@ CONF_DIR = str(files("tdgs.conf"))  # the repository's conf/, installed as the p
 log = logging.getLogger("tdgs")
 
 register_configs()
+
+
+def config_groups() -> str:
+    """``group: option, ...`` for every config group of conf/, a line each: --help's list (Hydra's
+    own lists the schemas too)."""
+    lines = []
+    for folder in sorted({p.parent for p in Path(CONF_DIR).rglob("*.yaml")} - {Path(CONF_DIR)}):
+        options = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        lines.append(f"{folder.relative_to(CONF_DIR).as_posix()}: {options}")
+    return "\n".join(lines)
+
+
+OmegaConf.register_new_resolver("tdgs_groups", config_groups)
 
 
 def threads_per_job(launcher) -> int | None:

@@ -14,14 +14,36 @@ from omegaconf import MISSING
 
 @dataclass
 class DatasetConfig:
-    name: str = MISSING  # mnist | cifar10 | fashion_mnist | digits | synthetic
+    name: str = MISSING  # mnist | fashion_mnist | cifar10 | digits | synthetic
+
+
+@dataclass
+class Cifar10Config(DatasetConfig):
     root: str = "${paths.data_dir}"  # where downloaded / extracted files live
-    source: Optional[str] = None  # mnist/fashion_mnist: a folder holding the four IDX(.gz) files
-    download: bool = True  # torchvision datasets: try to download missing files
-    geometry: str = "mnist"  # synthetic: mnist (1x28x28) or cifar (3x32x32)
-    train_size: int = 2000  # synthetic: training images
-    test_size: int = 500  # synthetic: test images
-    seed: int = 0  # digits split / synthetic generation; fixed, independent of the run's seed
+    download: bool = True  # try to download missing files
+
+
+@dataclass
+class IdxConfig(Cifar10Config):  # mnist, fashion_mnist
+    source: Optional[str] = None  # a folder holding the four IDX(.gz) files, read instead of root's
+
+
+@dataclass
+class DigitsConfig(DatasetConfig):
+    seed: int = 0  # the 80/20 split; fixed, independent of the run's seed
+
+
+@dataclass
+class SyntheticConfig(DatasetConfig):
+    geometry: str = "mnist"  # mnist (1x28x28) or cifar (3x32x32)
+    train_size: int = 2000  # training images
+    test_size: int = 500  # test images
+    seed: int = 0  # generation; fixed, independent of the run's seed
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # deck_cnn | resnet18 | vgg11_bn (tdgs.networks)
 
 
 @dataclass
@@ -81,6 +103,7 @@ class PathsConfig:
 @dataclass
 class Config:
     dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
     pooler: PoolerConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -89,6 +112,13 @@ class Config:
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
 
 
+DATASET_SCHEMAS = {
+    "mnist": IdxConfig,
+    "fashion_mnist": IdxConfig,
+    "cifar10": Cifar10Config,
+    "digits": DigitsConfig,
+    "synthetic": SyntheticConfig,
+}
 POOLER_SCHEMAS = {
     "max": PoolerConfig,
     "avg": PoolerConfig,
@@ -101,11 +131,13 @@ POOLER_SCHEMAS = {
 
 
 def register_configs() -> None:
-    """Store the schemas: ``base_config``, ``schema/dataset/base``, ``schema/pooler/<name>``, ..."""
+    """Store the schemas: ``base_config``, ``schema/dataset/<name>``, ``schema/pooler/<name>``, ..."""
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
-    store.store(group="schema/dataset", name="base", node=DatasetConfig)
+    store.store(group="schema/model", name="base", node=ModelConfig)
     store.store(group="schema/trainer", name="base", node=TrainerConfig)
     store.store(group="schema/paths", name="base", node=PathsConfig)
+    for name, schema in DATASET_SCHEMAS.items():
+        store.store(group="schema/dataset", name=name, node=schema)
     for name, schema in POOLER_SCHEMAS.items():
         store.store(group="schema/pooler", name=name, node=schema)

@@ -1,12 +1,13 @@
-"""What the learnable poolers of a trained :class:`~tdgs.model.PoolingCNN` have learned, per pool
-layer: TDGS temperatures (summary statistics and the full table), mixed and gated gates."""
+"""What the learnable poolers of a trained network have learned, per pool layer (the network's
+poolers in module order, numbered from 1): TDGS temperatures (summary statistics and the full
+table), mixed and gated gates."""
 
 from __future__ import annotations
 
 import pandas as pd
 import torch
 
-from .pooling import GatedPool, MixedPool, TDGSPool
+from .pooling import GatedPool, MixedPool, Pool2d, TDGSPool
 
 
 def temperature_stats(temperature: torch.Tensor) -> dict[str, float]:
@@ -21,6 +22,11 @@ def temperature_stats(temperature: torch.Tensor) -> dict[str, float]:
     }
 
 
+def poolers(model: torch.nn.Module) -> list[Pool2d]:
+    """The network's pool layers, in module order."""
+    return [m for m in model.modules() if isinstance(m, Pool2d)]
+
+
 @torch.no_grad()
 def pooler_summary(model: torch.nn.Module, probe: torch.Tensor) -> dict[str, float]:
     """Columns ``pool<i>_<stat>`` for every learnable pool layer ``i`` (1-based). Gated gates
@@ -28,7 +34,7 @@ def pooler_summary(model: torch.nn.Module, probe: torch.Tensor) -> dict[str, flo
     inputs: dict[int, torch.Tensor] = {}
     hooks = [
         pool.register_forward_pre_hook(lambda module, args, i=i: inputs.__setitem__(i, args[0]))
-        for i, pool in enumerate(model.pools, 1)
+        for i, pool in enumerate(poolers(model), 1)
         if isinstance(pool, GatedPool)
     ]
     if hooks:
@@ -38,7 +44,7 @@ def pooler_summary(model: torch.nn.Module, probe: torch.Tensor) -> dict[str, flo
         for hook in hooks:
             hook.remove()
     stats: dict[str, float] = {}
-    for i, pool in enumerate(model.pools, 1):
+    for i, pool in enumerate(poolers(model), 1):
         if isinstance(pool, TDGSPool):
             stats.update({f"pool{i}_{k}": v for k, v in temperature_stats(pool.temperature).items()})
         elif isinstance(pool, MixedPool):
@@ -53,7 +59,7 @@ def temperature_table(model: torch.nn.Module) -> pd.DataFrame:
     ``temperature``; ``row``/``col`` are 0 for channel- or layer-wise temperatures. Empty when the
     model has no TDGS pool."""
     frames = []
-    for layer, pool in enumerate(model.pools, 1):
+    for layer, pool in enumerate(poolers(model), 1):
         if not isinstance(pool, TDGSPool):
             continue
         t = pool.temperature.detach().cpu()  # (C, Ho, Wo), (C, 1, 1) or (1, 1, 1)

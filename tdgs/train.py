@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .data import Splits, load_dataset
-from .model import PoolingCNN
+from .networks import WINDOW, build_model
 from .results import CONFIG, METRICS, SUMMARY, TEMPERATURES, OutputError, run_status, write_csv_atomic, write_text_atomic
 from .step import TrainStep, autocast, make_adam, resolve_mode
 from .summaries import pooler_summary, temperature_table
@@ -104,7 +104,7 @@ def stop_requests():
 
 
 def identity(cfg: DictConfig) -> dict:
-    """What must match for a checkpoint to be resumed: the data (not where it lives), the pooler,
+    """What must match for a checkpoint to be resumed: the data (not where it lives), the model, the pooler,
     the optimisation and the seed; ``trainer.epochs`` may grow, and the compile mode and device
     may change (they do not change what is computed)."""
     dataset = {k: v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items() if k not in ("root", "source", "download")}
@@ -112,7 +112,7 @@ def identity(cfg: DictConfig) -> dict:
     if cfg.trainer.precision != "32":  # left out for 32, so that checkpoints from before precision existed still match
         trainer["precision"] = cfg.trainer.precision
     pooler = OmegaConf.to_container(cfg.pooler, resolve=True)
-    return {"dataset": str(dataset), "pooler": str(pooler), "trainer": str(trainer), "seed": cfg.seed}
+    return {"dataset": str(dataset), "model": cfg.model.name, "pooler": str(pooler), "trainer": str(trainer), "seed": cfg.seed}
 
 
 def completed_run(run_dir: Path, cfg: DictConfig) -> dict | None:
@@ -140,8 +140,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = cfg.trainer
     pooler = pooler_columns(cfg.pooler)
+    if cfg.model.name != "deck_cnn":  # its pools keep their own windows: none of these
+        pooler.update(dict.fromkeys(WINDOW))
     summary = {
         "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
         **pooler,
         "seed": cfg.seed,
         "epochs": trainer.epochs,
@@ -182,7 +185,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         data: Splits = load_dataset(**OmegaConf.to_container(cfg.dataset, resolve=True)).to(device)
         summary["data_seconds"] = time.perf_counter() - start
         options = {k: v for k, v in pooler.items() if k != "pooler" and v is not None}
-        model = PoolingCNN(pooler["pooler"], data.image_shape, data.num_classes, **options).to(device)
+        model = build_model(cfg.model.name, pooler["pooler"], data.image_shape, data.num_classes, **options).to(device)
         optimizer = make_adam(model.parameters(), trainer.lr, device=device, mode=mode)
         step = TrainStep(
             model, optimizer, data.train_images, data.train_labels,
@@ -214,7 +217,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
         log.info(
             f"{cfg.dataset.name} ({len(data.train_labels)} train / {len(data.test_labels)} test, "
-            f"{'x'.join(map(str, data.image_shape))}), pooler {pooler['pooler']}, seed {cfg.seed}, "
+            f"{'x'.join(map(str, data.image_shape))}), {cfg.model.name} with pooler {pooler['pooler']}, seed {cfg.seed}, "
             f"{device}; results in {run_dir}"
         )
         show_progress = trainer.progress if trainer.progress is not None else sys.stderr.isatty()

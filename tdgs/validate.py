@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .networks import pooler_options_for
 from .pooling import create_pooler
 from .pooling.checks import check_choice, check_positive_float, check_positive_int
 from .step import COMPILE_CHOICES, PRECISIONS
@@ -38,6 +39,14 @@ def check_pooler(pooler: DictConfig) -> None:
         message = str(error)
         option = next((o for o in options if message.startswith(f"{o} ")), None)
         raise ConfigError(f"pooler.{message}" if option else f"pooler={name}: {message}") from None
+
+
+def check_model(model: DictConfig, pooler: DictConfig) -> None:
+    """A known network; the pooler's window options only where the network takes them."""
+    try:
+        pooler_options_for(model.name, OmegaConf.to_container(pooler, resolve=True))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def check_trainer(trainer: DictConfig) -> None:
@@ -92,12 +101,12 @@ def check_step(trainer: DictConfig, device: torch.device) -> None:
 
 
 def check_dataset(dataset: DictConfig) -> None:
-    source = dataset.source
+    source = dataset.get("source")
     if source is not None:
         path = Path(source)
         if not path.is_dir() or not os.access(path, os.R_OK | os.X_OK):
             raise ConfigError(f"dataset.source must be a readable folder of IDX files, but {source!r} is not")
-    root = Path(dataset.root)
+    root = Path(dataset.get("root") or ".")
     if root.exists() and (not root.is_dir() or not os.access(root, os.R_OK | os.X_OK)):
         raise ConfigError(f"dataset.root must be a readable folder, but {str(root)!r} is not")
     if dataset.name == "synthetic":
@@ -110,6 +119,7 @@ def check_dataset(dataset: DictConfig) -> None:
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first problem found in ``cfg``."""
     check_pooler(cfg.pooler)
+    check_model(cfg.model, cfg.pooler)
     check_trainer(cfg.trainer)
     check_device(cfg.device)
     check_step(cfg.trainer, resolve_device(cfg.device))

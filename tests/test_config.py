@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from tdgs.cli import CONF_DIR
-from tdgs.data import DATASETS
+from tdgs.data import DATASETS, load_dataset
 from tdgs.pooling import POOLERS, pooler_options
 
 
@@ -26,9 +26,16 @@ def test_defaults_follow_the_deck():
 
 
 @pytest.mark.parametrize("name", DATASETS)
-def test_every_dataset_composes(name):
-    cfg = _compose(f"dataset={name}", "dataset.root=/tmp/somewhere")
-    assert cfg.dataset.name == name and cfg.dataset.root == "/tmp/somewhere"
+def test_every_dataset_composes_with_its_own_fields_only(name):
+    cfg = _compose(f"dataset={name}")
+    fields = set(cfg.dataset) - {"name"}
+    assert cfg.dataset.name == name and fields <= set(inspect.signature(load_dataset).parameters)
+    used = {"mnist": {"root", "download", "source"}, "fashion_mnist": {"root", "download", "source"},
+            "cifar10": {"root", "download"}, "digits": {"seed"}, "synthetic": {"geometry", "train_size", "test_size", "seed"}}
+    assert fields == used[name]
+    for other in set().union(*used.values()) - used[name]:  # another dataset's field is refused
+        with pytest.raises(ConfigCompositionException):
+            _compose(f"dataset={name}", f"dataset.{other}=1")
 
 
 @pytest.mark.parametrize("name", list(POOLERS))
@@ -71,5 +78,5 @@ def test_demo_experiment():
 
 
 def test_paths_and_trainer_groups():
-    cfg = _compose("paths.data_dir=/d", "paths.output_dir=/o", "trainer.threads=1")
+    cfg = _compose("dataset=mnist", "paths.data_dir=/d", "paths.output_dir=/o", "trainer.threads=1")
     assert cfg.dataset.root == "/d" and cfg.paths.output_dir == "/o" and cfg.trainer.threads == 1

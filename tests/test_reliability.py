@@ -45,6 +45,7 @@ BAD_INPUTS = [
     (["trainer.batch_size=-5"], "trainer.batch_size must be a positive integer, but got -5"),
     (["trainer.lr=0"], "trainer.lr must be a finite number > 0, but got 0.0"),
     (["device=gpu"], "device must be auto, cpu, cuda or cuda:N, but got 'gpu'"),
+    (["model=resnet18", "pooler.kernel_size=3"], "pooler.kernel_size=3 sets the deck CNN's pools only; model=resnet18 keeps the windows of its own pools"),
     (["dataset=fashion_mnist", "dataset.source=/no/such/folder"], "dataset.source must be a readable folder of IDX files, but '/no/such/folder' is not"),
 ]
 if not torch.cuda.is_available():
@@ -76,7 +77,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, monkeypatch, capfd, o
 
 def test_an_unreadable_root_is_refused(tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
-    done = run_train("dataset=digits", f"dataset.root={tmp_path / 'a_file'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    done = run_train("dataset=cifar10", f"dataset.root={tmp_path / 'a_file'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert done.returncode == 2 and "dataset.root must be a readable folder" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
 

@@ -116,3 +116,26 @@ def test_report_on_nothing_says_so(tmp_path):
 def test_report_refuses_a_missing_folder(tmp_path):
     done = subprocess.run([BIN / "tdgs-report", str(tmp_path / "nope")], capture_output=True, text=True)
     assert done.returncode == 2 and "not a folder" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_runs_of_different_networks_are_never_pooled(tmp_path):
+    """Each (dataset, model, epochs) is a setting of its own; the deck's numbers sit beside the
+    deck's CNN only; a summary.csv from before model= existed counts as the deck's CNN."""
+    rows = [("deck_cnn", "max", 98.0), ("deck_cnn", "tdgs", 99.0), ("resnet18", "max", 90.0), ("resnet18", "tdgs", 91.0)]
+    for i, (model, pooler, acc) in enumerate(rows * 2):
+        folder = tmp_path / f"run{i}"
+        folder.mkdir()
+        summary = {"dataset": "mnist", "model": model, "pooler": pooler, "seed": i, "epochs": 10, "test_acc": acc + i / 10, "status": "completed"}
+        if model == "deck_cnn" and i >= 4:
+            del summary["model"]  # an old run
+        pd.DataFrame([summary]).to_csv(folder / "summary.csv", index=False)
+        pd.DataFrame([{"epoch": 10, "test_acc": acc}]).to_csv(folder / "metrics.csv", index=False)
+        pd.DataFrame([{"layer": 1, "channel": 0, "row": 0, "col": 0, "temperature": 1.0}]).to_csv(folder / "temperatures.csv", index=False)
+    from tdgs.report.tables import all_poolers_table, deck_table
+
+    numbers, _ = all_poolers_table(collect([tmp_path]))
+    assert list(zip(numbers.model, numbers.pooler, numbers.n)) == [("deck_cnn", "max", 2), ("deck_cnn", "tdgs", 2), ("resnet18", "max", 2), ("resnet18", "tdgs", 2)]
+    assert numbers.set_index(["model", "pooler"]).loc[("resnet18", "tdgs"), "diff"] == pytest.approx(91.5 - 90.4)
+    numbers, text = deck_table(collect([tmp_path]))
+    assert numbers.deck.tolist()[:2] == [98.96, 99.24] and numbers.deck.iloc[2:].isna().all()
+    assert "resnet18" in text

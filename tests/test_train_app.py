@@ -2,6 +2,7 @@
 temporary folder, on the synthetic set in both geometries and on the digits set."""
 
 import os
+from pathlib import Path
 import subprocess
 
 import pandas as pd
@@ -75,3 +76,20 @@ def test_offline_dataset_error_is_one_clear_line(tmp_path):
     assert "Traceback" not in output
     (line,) = [l for l in output.splitlines() if "missing" in l]
     assert "train-images-idx3-ubyte" in line and str(tmp_path / "data" / "MNIST" / "raw") in line
+
+
+def test_help_introduces_tdgs_train_with_the_readme_examples_and_each_dataset_its_own_fields(tmp_path):
+    shown = run_train("--help", cwd=tmp_path)
+    assert shown.returncode == 0 and shown.stdout.startswith("tdgs-train: ") and "powered by Hydra" not in shown.stdout
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    usage = shown.stdout.split("Usage: ")[1].split("\n", 1)[1].split("== Groups")[0]
+    examples = [line.strip() for line in usage.splitlines() if line.strip().startswith("tdgs-train")]
+    assert len(examples) >= 5 and all(example in readme for example in examples)  # the same commands as the README
+    groups = shown.stdout.split("== Groups: group=option ==")[1].split("==")[0]
+    assert "model: deck_cnn, resnet18, vgg11_bn" in groups and "pooler: avg, gated, max, mixed, s3, stochastic, tdgs" in groups
+    assert "schema" not in groups
+    digits = yaml.safe_load(shown.stdout.split("key=value ==")[1].split("\n\n")[0])["dataset"]
+    assert digits == {"name": "digits", "seed": 0}
+    synthetic = run_train("--help", "dataset=synthetic", cwd=tmp_path).stdout
+    assert yaml.safe_load(synthetic.split("key=value ==")[1].split("\n\n")[0])["dataset"] == {
+        "name": "synthetic", "geometry": "mnist", "train_size": 2000, "test_size": 500, "seed": 0}

@@ -12,7 +12,8 @@ from ..config import POOLER_SCHEMAS
 from ..results import CONFIG, METRICS, SUMMARY, TEMPERATURES
 
 # pooler options as summary.csv columns (tdgs.train.pooler_columns), in display order
-OPTIONS = ("t0", "granularity", "normalize", "eval_mode", "hard", "rectifier", "eps", "grid_size", "kernel_size", "stride")
+OPTIONS = ("t0", "granularity", "normalize", "eval_mode", "hard", "rectifier", "eps", "grid_size", "kernel_size", "stride", "padding")
+SETTING = ["dataset", "model", "epochs"]  # runs that differ in these are never pooled
 
 
 @dataclass
@@ -73,7 +74,7 @@ def collect(roots: list[Path]) -> Runs:
         except Exception as error:
             problems.append({"folder": name, "problem": f"completed, but metrics.csv unreadable ({type(error).__name__}: {error})"})
             continue
-        summaries.append({"folder": name, **summary})
+        summaries.append({"folder": name, "model": "deck_cnn", **summary})  # runs from before model= had the deck's CNN
         metrics.append(epochs.assign(folder=name))
         if summary["pooler"] == "tdgs":
             try:
@@ -102,11 +103,17 @@ def is_default(row: pd.Series) -> bool:
     return True
 
 
+def setting_label(dataset: str, model: str, epochs: int) -> str:
+    """"mnist, 10 epochs" (the deck's CNN), "cifar10, resnet18, 10 epochs" (another network)."""
+    network = "" if model == "deck_cnn" else f"{model}, "
+    return f"{dataset}, {network}{epochs} epoch{'s' * (epochs != 1)}"
+
+
 def default_runs(runs: Runs) -> pd.DataFrame:
     """The completed runs that used their pooler's default options, with a ``setting`` label
-    ("mnist, 10 epochs"): runs of different lengths are never pooled."""
+    (:func:`setting_label`): runs on other data, networks or lengths are never pooled."""
     s = runs.summaries
     if s.empty:
         return s
     s = s[s.apply(is_default, axis=1)]
-    return s.assign(setting=[f"{d}, {e} epoch{'s' * (e != 1)}" for d, e in zip(s.dataset, s.epochs)])
+    return s.assign(setting=[setting_label(*key) for key in zip(s.dataset, s.model, s.epochs)])

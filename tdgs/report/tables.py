@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from ..pooling import POOLERS
-from .collect import OPTIONS, Runs, default_runs, is_default
+from .collect import OPTIONS, SETTING, Runs, default_runs, is_default, setting_label
 from .stats import cell, mean_std, welch
 
 # The deck's single runs (10 epochs, t0 = 1), SPEC.md section 5.
@@ -24,17 +24,17 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _settings(frame: pd.DataFrame) -> list[tuple[str, int]]:
-    """(dataset, epochs) pairs: runs of different lengths are never pooled."""
-    return sorted(set(zip(frame.dataset, frame.epochs))) if len(frame) else []
+def _settings(frame: pd.DataFrame) -> list[tuple[str, str, int]]:
+    """(dataset, model, epochs) triples: runs on other data, networks or lengths are never pooled."""
+    return sorted(set(zip(*(frame[key] for key in SETTING)))) if len(frame) else []
 
 
-def _compare_to_max(frame: pd.DataFrame, dataset: str, epochs: int, pooler: str) -> dict:
-    same = (frame.dataset == dataset) & (frame.epochs == epochs)
+def _compare_to_max(frame: pd.DataFrame, setting: tuple[str, str, int], pooler: str) -> dict:
+    same = (frame.dataset == setting[0]) & (frame.model == setting[1]) & (frame.epochs == setting[2])
     acc = frame.loc[same & (frame.pooler == pooler), "test_acc"]
     base = frame.loc[same & (frame.pooler == "max"), "test_acc"]
     mean, std, n = mean_std(acc)
-    row = {"dataset": dataset, "epochs": epochs, "pooler": pooler, "mean": mean, "std": std, "n": n}
+    row = {**dict(zip(SETTING, setting)), "pooler": pooler, "mean": mean, "std": std, "n": n}
     row.update(welch(acc, base) if pooler != "max" and len(base) else {"diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan})
     return row
 
@@ -51,23 +51,25 @@ def _p(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.3g}"
 
 
-COMPARISON = ["dataset", "epochs", "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high", "p"]
+COMPARISON = [*SETTING, "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high", "p"]
 POOLER_ORDER = list(POOLERS)  # max, avg, mixed, gated, stochastic, s3, tdgs
 
 
 def _comparison(runs: Runs, poolers: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per (dataset, epochs), each pooler (default options; all of them, or ``poolers``) with its
+    """Per (dataset, model, epochs), each pooler (default options; all of them, or ``poolers``) with its
     difference to max: the numbers, and the same as text columns."""
     frame = default_runs(runs)
     rows = []
-    for dataset, epochs in _settings(frame):
-        present = set(frame.loc[(frame.dataset == dataset) & (frame.epochs == epochs), "pooler"])
+    for setting in _settings(frame):
+        same = (frame.dataset == setting[0]) & (frame.model == setting[1]) & (frame.epochs == setting[2])
+        present = set(frame.loc[same, "pooler"])
         wanted = poolers or POOLER_ORDER + sorted(present - set(POOLER_ORDER))
-        rows += [_compare_to_max(frame, dataset, epochs, p) for p in wanted if p in present]
+        rows += [_compare_to_max(frame, setting, p) for p in wanted if p in present]
     numbers = pd.DataFrame(rows, columns=COMPARISON)
     text = pd.DataFrame(
         {
             "dataset": numbers.dataset,
+            "model": numbers.model,
             "epochs": numbers.epochs,
             "pooler": numbers.pooler,
             "test accuracy % (mean ± std (n))": [cell(r["mean"], r["std"], r["n"]) for _, r in numbers.iterrows()],
@@ -79,10 +81,11 @@ def _comparison(runs: Runs, poolers: list[str] | None = None) -> tuple[pd.DataFr
 
 
 def deck_table(runs: Runs) -> tuple[pd.DataFrame, str]:
-    """Per dataset, max and TDGS (default options): test accuracy, difference to max with Welch's
-    95% CI and p-value, and the deck's number."""
+    """Per dataset (and network), max and TDGS (default options): test accuracy, difference to max
+    with Welch's 95% CI and p-value, and the deck's number (the deck's CNN only)."""
     numbers, text = _comparison(runs, ["max", "tdgs"])
-    numbers["deck"] = [DECK.get(key, math.nan) for key in zip(numbers.dataset, numbers.pooler)]
+    numbers["deck"] = [DECK.get((d, p), math.nan) if m == "deck_cnn" else math.nan
+                       for d, m, p in zip(numbers.dataset, numbers.model, numbers.pooler)]
     text["deck (10 epochs, 1 run)"] = ["" if math.isnan(v) else f"{v:.2f}" for v in numbers.deck]
     return numbers, markdown(text)
 
@@ -92,19 +95,19 @@ def temperature_init_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     defaults); the best t0 of each dataset marked."""
     s = runs.summaries
     if s.empty or "t0" not in s:
-        return pd.DataFrame(columns=["dataset", "t0", "mean", "std", "n", "best"]), "(no runs)"
+        return pd.DataFrame(columns=[*SETTING, "t0", "mean", "std", "n", "best"]), "(no runs)"
     tdgs = s[(s.pooler == "tdgs") & s.drop(columns="t0").apply(is_default, axis=1)]
     rows = []
-    for (dataset, epochs, t0), group in tdgs.groupby(["dataset", "epochs", "t0"]):
+    for (*setting, t0), group in tdgs.groupby([*SETTING, "t0"]):
         mean, std, n = mean_std(group.test_acc)
-        rows.append({"dataset": dataset, "epochs": epochs, "t0": t0, "mean": mean, "std": std, "n": n})
-    numbers = pd.DataFrame(rows, columns=["dataset", "epochs", "t0", "mean", "std", "n"])
-    numbers["best"] = numbers["mean"] == numbers.groupby(["dataset", "epochs"])["mean"].transform("max")
+        rows.append({**dict(zip(SETTING, setting)), "t0": t0, "mean": mean, "std": std, "n": n})
+    numbers = pd.DataFrame(rows, columns=[*SETTING, "t0", "mean", "std", "n"])
+    numbers["best"] = numbers["mean"] == numbers.groupby(SETTING)["mean"].transform("max")
     if numbers.empty:
         return numbers, "(no runs)"
     cells = numbers.assign(
         text=[cell(r["mean"], r["std"], r["n"]) + (" **best**" if r["best"] else "") for _, r in numbers.iterrows()],
-        setting=[f"{d}, {e} epoch{'s' * (e != 1)}" for d, e in zip(numbers.dataset, numbers.epochs)],
+        setting=[setting_label(*key) for key in zip(*(numbers[k] for k in SETTING))],
     )
     wide = cells.pivot(index="t0", columns="setting", values="text").reset_index()
     wide["t0"] = wide["t0"].map(lambda v: f"{v:g}")
@@ -118,17 +121,16 @@ def all_poolers_table(runs: Runs) -> tuple[pd.DataFrame, str]:
 
 
 def temperature_table(runs: Runs) -> tuple[pd.DataFrame, str]:
-    """Learned temperatures of TDGS runs with default options, per dataset and pool layer: median
+    """Learned temperatures of TDGS runs with default options, per setting and pool layer: median
     T, share max-like (T < 1) and uniform-like (T > 1), pooled over the runs."""
     t, s = runs.temperatures, default_runs(runs)
-    columns = ["dataset", "epochs", "layer", "median_T", "share_below_1", "share_above_1", "values", "runs"]
+    columns = [*SETTING, "layer", "median_T", "share_below_1", "share_above_1", "values", "runs"]
     if t.empty or s.empty:
         return pd.DataFrame(columns=columns), "(no runs)"
-    t = t.merge(s[["folder", "dataset", "epochs"]], on="folder")
+    t = t.merge(s[["folder", *SETTING]], on="folder")
     rows = [
         {
-            "dataset": dataset,
-            "epochs": epochs,
+            **dict(zip(SETTING, setting)),
             "layer": layer,
             "median_T": g.temperature.median(),
             "share_below_1": (g.temperature < 1).mean(),
@@ -136,7 +138,7 @@ def temperature_table(runs: Runs) -> tuple[pd.DataFrame, str]:
             "values": len(g),
             "runs": g.folder.nunique(),
         }
-        for (dataset, epochs, layer), g in t.groupby(["dataset", "epochs", "layer"])
+        for (*setting, layer), g in t.groupby([*SETTING, "layer"])
     ]
     numbers = pd.DataFrame(rows, columns=columns)
     text = numbers.assign(
@@ -148,12 +150,12 @@ def temperature_table(runs: Runs) -> tuple[pd.DataFrame, str]:
 
 
 def configurations_table(runs: Runs) -> tuple[pd.DataFrame, str]:
-    """Every distinct configuration (dataset, pooler and the options that vary), mean +- std (n)."""
+    """Every distinct configuration (dataset, model, epochs, pooler and the options that vary), mean +- std (n)."""
     s = runs.summaries
     if s.empty:
         return pd.DataFrame(), "(no runs)"
     varying = [o for o in OPTIONS if o in s and s[o].astype(str).nunique() > 1]
-    keys = ["dataset", "epochs", "pooler", *varying]
+    keys = [*SETTING, "pooler", *varying]
     frame = s.assign(**{k: s[k].map(lambda v: "-" if pd.isna(v) else v) for k in varying})
     rows = []
     for values, group in frame.groupby(keys, sort=True):
