@@ -1,4 +1,4 @@
-"""Speed benchmark: poolers, CNN training steps, epoch throughput and peak memory.
+"""Speed benchmark: poolers, CNN training steps, torchvision networks, epoch throughput and peak memory.
 
 1. poolers: forward+backward of every pooler (training, and each evaluation mode that differs)
    against ``F.max_pool2d`` at the deck's CIFAR CNN's pooling shapes; also the pure-PyTorch
@@ -8,9 +8,11 @@
    runs it (:class:`tdgs.step.TrainStep`: batch gather, forward, loss, backward, Adam) per pooler,
    against the max-pooling CNN in the same mode, and the CNN with the original TDGS code run
    eagerly as the baseline. On CUDA eagerly and as one CUDA graph (``trainer.compile=graph``).
-3. epoch: images/s of the training loop over in-memory data (``tdgs.train.batches``) and the share
+3. networks: a training step of torchvision's ResNet-18 and VGG-11 (``model=resnet18``,
+   ``vgg11_bn``) with each pooler in place of their max pools, against max pooling.
+4. epoch: images/s of the training loop over in-memory data (``tdgs.train.batches``) and the share
    of the time spent fetching batches, against the original per-sample DataLoader + ToTensor.
-4. memory: peak memory of a training step (CPU: resident-memory high-water mark of a fresh process
+5. memory: peak memory of a training step (CPU: resident-memory high-water mark of a fresh process
    with malloc returning large blocks to the system; CUDA: the allocator's peak).
 
 Times are medians over interleaved rounds (each candidate once per round, so slow drifts of the
@@ -18,6 +20,7 @@ machine hit all alike); ratios are measured in one process. Prints Markdown tabl
 CSV per table under ``outputs/bench/``.
 
     python scripts/bench.py [--reps 15] [--batch 64] [--device cpu|cuda] [--precision 32] [--threads N] [--quick]
+                            [--only poolers steps networks epoch memory]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tdgs.model import PoolingCNN
+from tdgs.networks import TORCHVISION, build_model
 from tdgs.pooling import POOLERS, backend, create_pooler
 from tdgs.pooling.windows import pooled_size
 from tdgs.report.tables import markdown
@@ -113,14 +117,14 @@ def _sync(device: torch.device) -> None:
 def interleaved_medians(fns: dict, reps: int, inner: int, device: torch.device) -> dict[str, float]:
     """Median seconds of one call per candidate (a no-argument function), over interleaved rounds."""
     times = {name: [] for name in fns}
-    for round_ in range(reps + 2):  # two warm-up rounds
+    for round_ in range(reps + WARM_UP):
         for name, fn in fns.items():
             _sync(device)
             start = time.perf_counter()
             for _ in range(inner):
                 fn()
             _sync(device)
-            if round_ >= 2:
+            if round_ >= WARM_UP:
                 times[name].append((time.perf_counter() - start) / inner)
     return {name: statistics.median(t) for name, t in times.items()}
 
@@ -169,23 +173,34 @@ def bench_poolers(args, device) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+SECTIONS = ["poolers", "steps", "networks", "epoch", "memory"]
+WARM_UP = 2  # untimed rounds before the timed ones (none with --quick)
+MODES = {"eager": "none", "graph": "graph"}  # bench mode -> trainer.compile
+
+
+def train_step_fns(build, names, image_shape, args, device) -> dict:
+    """(name, mode) -> one training step of ``build(name)`` as tdgs-train runs it, cycling through
+    a small training set held on the device."""
+    count = 8 * args.batch
+    images = torch.randint(0, 256, (count, *image_shape), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 10, (count,), device=device)
+    fns = {}
+    for name, mode in itertools.product(names, modes_on(device)):
+        model = build(name).to(device)
+        # lr 0: Adam does all its work but the weights stay put, so that hundreds of steps on
+        # a few batches cannot drift the model into another numerical regime during the timing
+        optimizer = make_adam(model.parameters(), 0.0, device=device, mode=MODES[mode])
+        step = TrainStep(model, optimizer, images, labels, batch_size=args.batch, precision=args.precision,
+                         mode=MODES[mode], device=device)
+        order = itertools.cycle(torch.arange(count, device=device).split(args.batch))
+        fns[name, mode] = lambda step=step, order=order: step(next(order))
+    return fns
+
+
 def bench_train_steps(args, device) -> pd.DataFrame:
     rows = []
-    modes = {"eager": "none", "graph": "graph"}
     for dataset, image_shape in GEOMETRIES.items():
-        count = 8 * args.batch  # a small training set on the device, cycled through
-        images = torch.randint(0, 256, (count, *image_shape), dtype=torch.uint8, device=device)
-        labels = torch.randint(0, 10, (count,), device=device)
-        fns = {}
-        for name, mode in itertools.product([*POOLERS, SEED_CODE], modes_on(device)):
-            model = build_cnn(name, image_shape).to(device)
-            # lr 0: Adam does all its work but the weights stay put, so that hundreds of steps on
-            # a few batches cannot drift the model into another numerical regime during the timing
-            optimizer = make_adam(model.parameters(), 0.0, device=device, mode=modes[mode])
-            step = TrainStep(model, optimizer, images, labels, batch_size=args.batch, precision=args.precision,
-                             mode=modes[mode], device=device)
-            order = itertools.cycle(torch.arange(count, device=device).split(args.batch))
-            fns[name, mode] = lambda step=step, order=order: step(next(order))
+        fns = train_step_fns(lambda name: build_cnn(name, image_shape), [*POOLERS, SEED_CODE], image_shape, args, device)
         medians = interleaved_medians(fns, args.reps, args.step_inner, device)
         for (name, mode), seconds in medians.items():
             rows.append(
@@ -198,6 +213,20 @@ def bench_train_steps(args, device) -> pd.DataFrame:
                     "speedup_over_original": medians[SEED_CODE, "eager"] / seconds,  # the original code's eager step
                 }
             )
+    return pd.DataFrame(rows)
+
+
+def bench_networks(args, device) -> pd.DataFrame:
+    """A training step of the torchvision networks of ``model=`` (CIFAR geometry) with each pooler
+    in place of their max pools, against the same network with max pooling."""
+    rows = []
+    names = ["max", "tdgs"] if args.quick else POOLERS
+    for network in TORCHVISION:
+        fns = train_step_fns(lambda name: build_model(network, name, (3, 32, 32), 10), names, (3, 32, 32), args, device)
+        medians = interleaved_medians(fns, args.network_reps, 1, device)
+        for (name, mode), seconds in medians.items():
+            rows.append({"model": network, "mode": mode, "pooler": name, "ms": 1e3 * seconds,
+                         "ratio_to_max": seconds / medians["max", mode]})
     return pd.DataFrame(rows)
 
 
@@ -314,19 +343,19 @@ def _proc_status(key: str) -> int:
 
 def bench_memory(args, device) -> pd.DataFrame:
     rows = []
+    cases = [(name, dataset) for dataset in GEOMETRIES for name in ("max", "tdgs", SEED_CODE)]
+    if device.type == "cuda":
+        measured = [step_peak_memory(name, dataset, args.batch, device) for name, dataset in cases]
+    else:
+        # one fresh process whose malloc hands every block over 64 KiB back to the system, so that
+        # resident memory follows the live tensors; each case resets the high-water mark
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+        if args.threads:
+            env["OMP_NUM_THREADS"] = str(args.threads)
+        probe = [sys.executable, __file__, "--memory-probe", json.dumps([cases, args.batch])]
+        measured = [int(v) for v in subprocess.run(probe, env=env, check=True, capture_output=True, text=True).stdout.split()[-len(cases):]]
     for dataset in GEOMETRIES:
-        peaks = {}
-        for name in ("max", "tdgs", SEED_CODE):
-            if device.type == "cuda":
-                peaks[name] = step_peak_memory(name, dataset, args.batch, device)
-                continue
-            # a fresh process whose malloc hands every block over 64 KiB back to the system, so
-            # that resident memory follows the live tensors
-            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-            if args.threads:
-                env["OMP_NUM_THREADS"] = str(args.threads)
-            probe = [sys.executable, __file__, "--memory-probe", json.dumps([name, dataset, args.batch])]
-            peaks[name] = int(subprocess.run(probe, env=env, check=True, capture_output=True, text=True).stdout.split()[-1])
+        peaks = {name: peak for (name, where), peak in zip(cases, measured) if where == dataset}
         for name, peak in peaks.items():
             rows.append({"dataset": dataset, "pooler": name, "peak_mb": peak / 1e6, "ratio_to_max": peak / peaks["max"]})
     return pd.DataFrame(rows)
@@ -349,6 +378,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="32", choices=["32", "bf16-mixed", "16-mixed"], help="train steps' precision")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--network-reps", type=int, default=7, help="timed rounds per candidate, torchvision networks")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="the sections to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke run, not a measurement")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
@@ -357,11 +388,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.memory_probe:
-        name, dataset, batch = json.loads(args.memory_probe)
-        print(step_peak_memory(name, dataset, batch, device))
+        cases, batch = json.loads(args.memory_probe)
+        print(*(step_peak_memory(name, dataset, batch, device) for name, dataset in cases))
         return
     if args.quick:
-        args.reps, args.inner, args.step_inner, args.epoch_steps = 2, 1, 1, 10
+        global WARM_UP
+        args.reps, args.inner, args.step_inner, args.epoch_steps, args.network_reps, WARM_UP = 2, 1, 1, 10, 1, 0
     torch.manual_seed(0)
     kernels = backend.kernels_for(torch.empty(1, 1, 2, 2, device=device))  # builds the C++ kernels before any timing
     started = time.perf_counter()
@@ -372,27 +404,37 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     tag = device.type
 
-    poolers = bench_poolers(args, device)
-    poolers.to_csv(args.out / f"poolers_{tag}.csv", index=False)
-    for (dtype, mode), table in poolers.groupby(["dtype", "mode"], sort=False):
-        print(f"## Poolers: forward+backward, {dtype}, {mode}: median ms (ratio to F.max_pool2d)\n")
-        print(markdown(wide(table, "pooler", "shape", lambda r: f"{r.ms:.3f} ({r.ratio:.2f}x)")) + "\n")
+    if "poolers" in args.only:
+        poolers = bench_poolers(args, device)
+        poolers.to_csv(args.out / f"poolers_{tag}.csv", index=False)
+        for (dtype, mode), table in poolers.groupby(["dtype", "mode"], sort=False):
+            print(f"## Poolers: forward+backward, {dtype}, {mode}: median ms (ratio to F.max_pool2d)\n")
+            print(markdown(wide(table, "pooler", "shape", lambda r: f"{r.ms:.3f} ({r.ratio:.2f}x)")) + "\n")
 
-    steps = bench_train_steps(args, device)
-    steps.to_csv(args.out / f"train_steps_{tag}.csv", index=False)
-    print(
-        f"## CNN train step (batch gather, forward, loss, backward, Adam; precision {args.precision}): median ms "
-        "(ratio to max in the same mode; speed-up over the original TDGS code's eager step)\n"
-    )
-    cell = lambda r: f"{r.ms:.2f} ({r.ratio_to_max:.2f}x; {r.speedup_over_original:.1f}x)"  # noqa: E731
-    print(markdown(wide(steps.assign(column=steps.dataset + " " + steps["mode"]), "pooler", "column", cell)) + "\n")
+    if "steps" in args.only:
+        steps = bench_train_steps(args, device)
+        steps.to_csv(args.out / f"train_steps_{tag}.csv", index=False)
+        print(
+            f"## CNN train step (batch gather, forward, loss, backward, Adam; precision {args.precision}): median ms "
+            "(ratio to max in the same mode; speed-up over the original TDGS code's eager step)\n"
+        )
+        cell = lambda r: f"{r.ms:.2f} ({r.ratio_to_max:.2f}x; {r.speedup_over_original:.1f}x)"  # noqa: E731
+        print(markdown(wide(steps.assign(column=steps.dataset + " " + steps["mode"]), "pooler", "column", cell)) + "\n")
 
-    epoch = bench_epoch(args, device)
-    epoch.to_csv(args.out / f"epoch_{tag}.csv", index=False)
-    print(f"## Epoch throughput, MNIST geometry ({args.epoch_steps} batches)\n")
-    print(markdown(epoch.round(3)) + "\n")
+    if "networks" in args.only:
+        networks = bench_networks(args, device)
+        networks.to_csv(args.out / f"networks_{tag}.csv", index=False)
+        print(f"## torchvision networks (model=), train step, CIFAR geometry, precision {args.precision}: median ms (ratio to max)\n")
+        cell = lambda r: f"{r.ms:.1f} ({r.ratio_to_max:.2f}x)"  # noqa: E731
+        print(markdown(wide(networks.assign(column=networks.model + " " + networks["mode"]), "pooler", "column", cell)) + "\n")
 
-    if device.type == "cuda" or Path("/proc/self/clear_refs").exists():
+    if "epoch" in args.only:
+        epoch = bench_epoch(args, device)
+        epoch.to_csv(args.out / f"epoch_{tag}.csv", index=False)
+        print(f"## Epoch throughput, MNIST geometry ({args.epoch_steps} batches)\n")
+        print(markdown(epoch.round(3)) + "\n")
+
+    if "memory" in args.only and (device.type == "cuda" or Path("/proc/self/clear_refs").exists()):
         memory = bench_memory(args, device)
         memory.to_csv(args.out / f"memory_{tag}.csv", index=False)
         print("## Peak memory of a training step: MB (ratio to max)\n")

@@ -19,12 +19,6 @@
 # Exit status: 0 when every run completed; 1 when a sweep had failed jobs (the report lists them).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-for tool in tdgs-train tdgs-report; do
-  if ! command -v "$tool" > /dev/null; then
-    echo "reproduce: $tool is not on PATH: install tdgs (pip install .) or activate the environment that has it" >&2
-    exit 2
-  fi
-done
 resume=()
 if [[ "${1:-}" == "--resume" ]]; then
   out=${2:?"reproduce: --resume needs the folder of the reproduction to continue"}
@@ -43,6 +37,12 @@ overrides=("$@")
 if [[ $smoke == 1 ]]; then
   overrides=(dataset=synthetic trainer.epochs=1 seed=0,1 trainer.progress=false "${overrides[@]}")
 fi
+for tool in tdgs-train tdgs-report; do
+  if ! command -v "$tool" > /dev/null; then
+    echo "reproduce: $tool is not on PATH: install tdgs (pip install .) or activate the environment that has it" >&2
+    exit 2
+  fi
+done
 out=${out:-${TDGS_REPRODUCE_DIR:-outputs/reproduce/$(date +%Y-%m-%d_%H-%M-%S)$([[ $smoke == 1 ]] && echo _smoke)}}
 mkdir -p "$out"
 if [[ ${#resume[@]} -eq 0 ]]; then  # what --resume runs again

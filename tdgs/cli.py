@@ -20,7 +20,18 @@ from .results import OutputError
 from .train import Interrupted, TrainingDiverged, train
 from .validate import ConfigError
 
-CONF_DIR = str(files("tdgs.conf"))  # the repository's conf/, installed as the package tdgs.conf
+
+
+def _conf_dir() -> str:
+    """conf/, installed as the package tdgs.conf; or, for a source tree on PYTHONPATH that was never
+    installed (a GPU machine, say), the tree's own conf/ beside tdgs/."""
+    try:
+        return str(files("tdgs.conf"))
+    except ModuleNotFoundError:
+        return str(Path(__file__).resolve().parent.parent / "conf")
+
+
+CONF_DIR = _conf_dir()
 log = logging.getLogger("tdgs")
 
 register_configs()

@@ -30,15 +30,14 @@ class PoolingCNN(nn.Module):
     ) -> None:
         super().__init__()
         channels, height, width = image_shape
-        kernel_size = pooler_options.get("kernel_size", 2)
-        stride = pooler_options.get("stride", 2)
+        window = [pooler_options.get(key, default) for key, default in (("kernel_size", 2), ("stride", 2), ("padding", 0))]
         self.convs = nn.ModuleList()
         self.pools = nn.ModuleList()
         for width_out in WIDTHS:
             self.convs.append(nn.Conv2d(channels, width_out, 3, padding=1))
             self.pools.append(create_pooler(pooler, width_out, **pooler_options))
             channels = width_out
-            height, width = pooled_size(height, width, kernel_size, stride)
+            height, width = pooled_size(height, width, *window)
         self.hidden = nn.Linear(channels * height * width, HIDDEN)
         self.head = nn.Linear(HIDDEN, num_classes)
         with torch.no_grad():  # sizes lazily shaped pooler parameters (TDGS position temperatures)

@@ -43,3 +43,11 @@ def test_torchvision_networks_keep_their_windows_and_refuse_others():
         build_model("vgg11_bn", "max", (1, 28, 28), 10, stride=3)
     with pytest.raises(ValueError, match="model must be one of 'deck_cnn', 'resnet18', 'vgg11_bn', but got 'resnet50'"):
         build_model("resnet50", "max", (1, 28, 28), 10)
+
+
+@pytest.mark.parametrize("name", ["max", "tdgs"])
+def test_the_deck_cnn_takes_the_pooler_window(name):
+    """pooler.kernel_size/stride/padding size the deck CNN's pools and its first linear layer."""
+    net = build_model("deck_cnn", name, (1, 28, 28), 10, kernel_size=3, stride=2, padding=1)
+    assert net.hidden.in_features == 64 * 4 * 4  # 28 -> 14 -> 7 -> 4
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)

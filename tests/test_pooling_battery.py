@@ -242,6 +242,18 @@ def test_pooler_built_without_channels_takes_them_from_its_first_input(name):
         torch.nn.init.normal_(p)
     for fresh in (create_pooler(name, kernel_size=3, stride=2, padding=1), create_pooler(name, 5, kernel_size=3, stride=2, padding=1)):
         fresh.load_state_dict(pool.state_dict())  # into a lazy pooler too, as nn.LazyConv2d allows
+        assert fresh.channels == pool.channels or pool.channels is None  # the loaded parameters say how many
         for training in (True, False):
             pool.train(training), fresh.train(training)
             torch.testing.assert_close(run_seeded(fresh, x), run_seeded(pool, x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["mixed", "gated", "tdgs"])
+def test_lazy_parameters_keep_the_module_dtype_whatever_the_input(name):
+    """As nn.LazyConv2d: a bfloat16 input (autocast) does not make bfloat16 parameters; .double() does."""
+    pool = create_pooler(name)
+    pool(torch.rand(2, 3, 8, 8, dtype=torch.bfloat16))
+    assert {p.dtype for p in pool.parameters()} == {torch.float32}
+    pool = create_pooler(name).double()
+    pool(torch.rand(2, 3, 8, 8, dtype=torch.float64))
+    assert {p.dtype for p in pool.parameters()} == {torch.float64}

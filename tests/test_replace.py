@@ -35,7 +35,7 @@ def _network(name: str) -> nn.Module:
 @pytest.mark.parametrize("name", ALL_POOLERS)
 def test_every_pooler_stands_in_for_the_max_pools(network, name):
     original = _network(network)
-    x = torch.rand(4, 3, NETWORKS[network][1], NETWORKS[network][1])
+    x = torch.rand(2, 3, NETWORKS[network][1], NETWORKS[network][1])
     windows = [(m.kernel_size, m.stride, m.padding) for m in original.modules() if isinstance(m, nn.MaxPool2d)]
     with torch.no_grad():
         expected_shape = original(x).shape
@@ -45,7 +45,7 @@ def test_every_pooler_stands_in_for_the_max_pools(network, name):
     assert [(p.kernel_size, p.stride, p.padding) for p in poolers] == windows
     out = model(x)
     assert out.shape == expected_shape
-    loss = nn.functional.cross_entropy(out, torch.arange(4) % 10)
+    loss = nn.functional.cross_entropy(out, torch.arange(2))
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -53,18 +53,21 @@ def test_every_pooler_stands_in_for_the_max_pools(network, name):
         for parameter in pooler.parameters():  # (a dead channel's are 0: a constant window ignores T)
             assert parameter.grad is not None and parameter.grad.any()
 
-    fresh = replace_pooling(_network(network), name)  # lazy poolers: sized by the state_dict
+    fresh = replace_pooling(original, name)  # lazy poolers: sized by the state_dict
     fresh.load_state_dict(model.state_dict())
     for training in (False, True):
         model.train(training), fresh.train(training)
         torch.testing.assert_close(run_seeded(fresh, x), run_seeded(model, x), rtol=0, atol=0)
 
 
-def test_options_reach_every_pooler_and_the_dtype_is_kept():
-    model = replace_pooling(_network("resnet18").double(), "tdgs", t0=0.5, granularity="channel")
+@pytest.mark.parametrize("name,options", [("tdgs", {"t0": 0.5, "granularity": "channel"}), ("tdgs", {"granularity": "layer"}),
+                                          ("mixed", {"granularity": "layer"}), ("gated", {})])
+def test_options_reach_every_pooler_and_the_dtype_is_kept(name, options):
+    model = replace_pooling(_network("resnet18").double(), name, **options)
     model(torch.rand(2, 3, 32, 32, dtype=torch.float64))
     (pool,) = [m for m in model.modules() if isinstance(m, Pool2d)]
-    assert (pool.t0, pool.granularity, pool.theta.dtype, pool.theta.shape) == (0.5, "channel", torch.float64, (64,))
+    assert all(getattr(pool, key) == value for key, value in options.items())
+    assert {p.dtype for p in pool.parameters()} == {torch.float64}
 
 
 def test_only_the_given_types_are_replaced():
@@ -89,6 +92,35 @@ def test_a_pool_no_pooler_can_stand_in_for_is_refused_in_one_line(pool, match):
         replace_pooling(model, "tdgs")
     assert "2.1" in str(info.value) and "\n" not in str(info.value)  # names the layer
     assert isinstance(model[1], nn.MaxPool2d)  # nothing replaced
+
+
+def test_a_shared_pool_becomes_one_pooler_everywhere_it_sits():
+    shared = nn.MaxPool2d(2)
+    inner = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), shared)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), shared, inner)
+    model.again = shared  # a second name in the same parent (Sequential runs it too)
+    replace_pooling(model, "tdgs", granularity="channel")  # one channel count, three map sizes
+    assert model[1] is model[2][1] is model.again and isinstance(model.again, Pool2d)
+    model(torch.rand(2, 3, 16, 16)).sum().backward()
+    assert model[1].theta.grad is not None
+
+
+@pytest.mark.parametrize(
+    "pool,match",
+    [
+        (nn.AdaptiveAvgPool2d(1), "AdaptiveAvgPool2d. has no fixed window"),
+        (nn.AvgPool2d(3, 2, padding=1), "count_include_pad=True"),
+        (nn.AvgPool2d(2, divisor_override=3), "divisor_override=3"),
+    ],
+)
+def test_average_pools_are_taken_only_where_a_pooler_means_the_same(pool, match):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), pool)
+    with pytest.raises(ValueError, match=match):
+        replace_pooling(model, "avg", types=(nn.AvgPool2d, nn.AdaptiveAvgPool2d))
+    assert model[1] is pool
+    model = replace_pooling(nn.Sequential(nn.AvgPool2d(3, 2, padding=1, count_include_pad=False)), "avg", types=(nn.AvgPool2d,))
+    x = torch.rand(2, 3, 9, 9)
+    torch.testing.assert_close(model(x), nn.functional.avg_pool2d(x, 3, 2, 1, count_include_pad=False))
 
 
 def test_bad_pooler_name_or_option_is_refused_before_anything_changes():

@@ -131,6 +131,7 @@ def test_runs_of_different_networks_are_never_pooled(tmp_path):
         pd.DataFrame([summary]).to_csv(folder / "summary.csv", index=False)
         pd.DataFrame([{"epoch": 10, "test_acc": acc}]).to_csv(folder / "metrics.csv", index=False)
         pd.DataFrame([{"layer": 1, "channel": 0, "row": 0, "col": 0, "temperature": 1.0}]).to_csv(folder / "temperatures.csv", index=False)
+    from tdgs.report.plots import temperature_histograms
     from tdgs.report.tables import all_poolers_table, deck_table
 
     numbers, _ = all_poolers_table(collect([tmp_path]))
@@ -139,3 +140,5 @@ def test_runs_of_different_networks_are_never_pooled(tmp_path):
     numbers, text = deck_table(collect([tmp_path]))
     assert numbers.deck.tolist()[:2] == [98.96, 99.24] and numbers.deck.iloc[2:].isna().all()
     assert "resnet18" in text
+    figures = temperature_histograms(collect([tmp_path]), tmp_path)  # one figure per network, none overwritten
+    assert sorted(p.name for p in figures) == ["temperatures_mnist_10ep.png", "temperatures_mnist_resnet18_10ep.png"]

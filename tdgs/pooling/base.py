@@ -63,7 +63,13 @@ class Pool2d(nn.Module):
 
 class LazyChannels(LazyModuleMixin):
     """For a pooler whose parameters have one row per channel: built without ``channels``, they are
-    ``nn.UninitializedParameter``s until the first input says how many (see ``materialize``)."""
+    ``nn.UninitializedParameter``s until the first input says how many (see ``materialize``), made
+    on that input's device in the module's dtype (float32 unless ``.to()`` changed it; an input
+    under autocast does not make half-precision parameters)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_load_state_dict_post_hook(LazyChannels._channels_from_state)
 
     def initialize_parameters(self, x: torch.Tensor) -> None:
         """Size the uninitialised parameters from the first input (called by LazyModuleMixin)."""
@@ -72,5 +78,15 @@ class LazyChannels(LazyModuleMixin):
             self.channels = x.shape[1]
             self.materialize(x)
 
+    @staticmethod
+    def _channels_from_state(module: "LazyChannels", incompatible_keys) -> None:
+        """A state_dict sized the parameters instead of an input: they say how many channels."""
+        if module.channels is None and not module.has_uninitialized_params():
+            module.channels = module.channel_rows()
+
     def materialize(self, x: torch.Tensor) -> None:  # pragma: no cover - every lazy pooler overrides it
+        raise NotImplementedError
+
+    def channel_rows(self) -> int | None:  # pragma: no cover - every lazy pooler overrides it
+        """The channel count the parameters hold (None where they do not depend on it)."""
         raise NotImplementedError

@@ -79,8 +79,11 @@ class GatedPool(LazyChannels, Pool2d):
             self.mask = nn.Parameter(torch.zeros(rows, window_size))
             self.bias = nn.Parameter(torch.zeros(rows))
 
+    def channel_rows(self) -> int | None:
+        return None if self.granularity == "layer" else self.mask.shape[0]
+
     def materialize(self, x: torch.Tensor) -> None:
-        factory = {"device": x.device, "dtype": x.dtype}
+        factory = {"device": x.device}  # the dtype stays the module's (float32 unless .to() changed it)
         self.mask.materialize((self.channels, self.kernel_size * self.kernel_size), **factory)
         self.bias.materialize(self.channels, **factory)
         with torch.no_grad():

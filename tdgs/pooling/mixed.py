@@ -53,8 +53,11 @@ class MixedPool(LazyChannels, Pool2d):
         else:
             self.mix_logit = nn.Parameter(torch.zeros(self.channels))
 
+    def channel_rows(self) -> int | None:
+        return None if self.granularity == "layer" else self.mix_logit.shape[0]
+
     def materialize(self, x: torch.Tensor) -> None:
-        self.mix_logit.materialize(self.channels, device=x.device, dtype=x.dtype)
+        self.mix_logit.materialize(self.channels, device=x.device)  # the dtype stays the module's
         with torch.no_grad():
             self.mix_logit.zero_()
 

@@ -174,10 +174,13 @@ class TDGSPool(LazyChannels, Pool2d):
         with torch.no_grad():
             self.theta.uniform_(0.5, 1.5).mul_(self.t0)
 
+    def channel_rows(self) -> int | None:
+        return None if self.granularity == "layer" else self.theta.shape[0]
+
     def materialize(self, x: torch.Tensor) -> None:
         """Size the temperatures from the first input: (C, Ho, Wo) for ``position``, (C,) for ``channel``."""
         size = (self.channels, *self.output_size(x)) if self.granularity == "position" else (self.channels,)
-        self.theta.materialize(size, device=x.device, dtype=x.dtype)
+        self.theta.materialize(size, device=x.device)  # the dtype stays the module's
         self._init_theta()
 
     @property

@@ -13,7 +13,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..pooling import POOLERS  # noqa: E402
-from .collect import Runs, default_runs  # noqa: E402
+from .collect import SETTING, Runs, default_runs, setting_label  # noqa: E402
 
 POOLER_ORDER = list(POOLERS)  # max, avg, mixed, gated, stochastic, s3, tdgs
 
@@ -51,13 +51,13 @@ def training_curves(runs: Runs, path: Path) -> Path | None:
 
 
 def accuracy_vs_t0(numbers: pd.DataFrame, path: Path) -> Path | None:
-    """TDGS test accuracy against t0 (log scale), mean +- std over seeds, per dataset."""
+    """TDGS test accuracy against t0 (log scale), mean +- std over seeds, per setting."""
     if numbers.empty or numbers.t0.nunique() < 2:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for (dataset, epochs), d in numbers.groupby(["dataset", "epochs"]):
+    for setting, d in numbers.groupby(SETTING):
         d = d.sort_values("t0")
-        line = ax.errorbar(d.t0, d["mean"], yerr=d["std"].fillna(0), marker="o", capsize=3, label=f"{dataset}, {epochs} epoch{'s' * (epochs != 1)}")
+        line = ax.errorbar(d.t0, d["mean"], yerr=d["std"].fillna(0), marker="o", capsize=3, label=setting_label(*setting))
         best = d[d.best].iloc[0]
         ax.scatter([best.t0], [best["mean"]], s=120, facecolors="none", edgecolors=line[0].get_color(), zorder=3)
     ax.set_xscale("log")
@@ -75,14 +75,14 @@ def accuracy_vs_t0(numbers: pd.DataFrame, path: Path) -> Path | None:
 
 
 def temperature_histograms(runs: Runs, folder: Path) -> list[Path]:
-    """Per dataset: histograms of the learned temperatures of each pool layer (TDGS, default
+    """Per setting (dataset, network, epochs): histograms of the learned temperatures of each pool layer (TDGS, default
     options), log-spaced bins, T = 1 marked."""
     t, s = runs.temperatures, default_runs(runs)
     if t.empty or s.empty:
         return []
-    t = t.merge(s[["folder", "dataset", "epochs", "setting"]], on="folder")
+    t = t.merge(s[["folder", *SETTING, "setting"]], on="folder")
     paths = []
-    for (dataset, epochs, setting), d in t.groupby(["dataset", "epochs", "setting"]):
+    for (dataset, model, epochs, setting), d in t.groupby([*SETTING, "setting"]):
         layers = sorted(d.layer.unique())
         fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 3.6), squeeze=False)
         low, high = max(d.temperature.min(), 1e-3), max(d.temperature.max(), 1.01)
@@ -100,7 +100,7 @@ def temperature_histograms(runs: Runs, folder: Path) -> list[Path]:
         axes[0][0].set_ylabel("count")
         fig.suptitle(f"{setting}: learned TDGS temperatures ({d.folder.nunique()} runs)")
         fig.tight_layout()
-        path = folder / f"temperatures_{dataset}_{epochs}ep.png"
+        path = folder / f"temperatures_{dataset}{'' if model == 'deck_cnn' else '_' + model}_{epochs}ep.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)

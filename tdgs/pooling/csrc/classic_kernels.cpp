@@ -389,7 +389,7 @@ void check_lines(const at::Tensor& rows, const at::Tensor& cols, int64_t repeat,
 
 at::Tensor s3_forward(const at::Tensor& x, const at::Tensor& rows, const at::Tensor& cols, int64_t kernel_size,
                       int64_t repeat, int64_t out_h, int64_t out_w) {
-  const Geometry g(x, kernel_size, 1);
+  const Geometry g(x, kernel_size, 1, 0, /*clipped=*/true);
   check_lines(rows, cols, repeat, out_h, out_w);
   at::Tensor out = at::empty({g.batch, g.channels, out_h, out_w}, x.options());
   const int64_t* rs = rows.const_data_ptr<int64_t>();
@@ -422,7 +422,7 @@ at::Tensor s3_forward(const at::Tensor& x, const at::Tensor& rows, const at::Ten
 
 at::Tensor s3_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& rows, const at::Tensor& cols,
                        int64_t kernel_size, int64_t repeat) {
-  const Geometry g(x, kernel_size, 1);
+  const Geometry g(x, kernel_size, 1, 0, /*clipped=*/true);
   const int64_t out_h = grad.size(2), out_w = grad.size(3);
   check_lines(rows, cols, repeat, out_h, out_w);
   TORCH_CHECK(grad.is_contiguous(), "s3_backward: grad must be contiguous");

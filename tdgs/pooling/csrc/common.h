@@ -36,11 +36,12 @@ constexpr int64_t kLanes = 16;      // windows per block
 
 // Geometry of a (B, C, H, W) -> (B, C, Ho, Wo) pooling with a k x k window and stride s. With
 // `pad`, x is the input already padded by `pad` lines on every side: the windows' elements there
-// are absent (see absent()).
+// are absent (see absent()). `clipped`: windows are clipped at the edges (S3's), so the input may
+// be smaller than one.
 struct Geometry {
   int64_t batch, channels, height, width, out_h, out_w, k, s, pad;
 
-  Geometry(const at::Tensor& x, int64_t k_, int64_t s_, int64_t pad_ = 0) : k(k_), s(s_), pad(pad_) {
+  Geometry(const at::Tensor& x, int64_t k_, int64_t s_, int64_t pad_ = 0, bool clipped = false) : k(k_), s(s_), pad(pad_) {
     TORCH_CHECK(x.dim() == 4 && x.is_contiguous(), "tdgs kernels: input must be a contiguous (B, C, H, W)");
     TORCH_CHECK(k >= 1 && k * k <= kMaxWindow, "tdgs kernels: kernel_size must be in 1..8, got ", k);
     TORCH_CHECK(s >= 1, "tdgs kernels: stride must be >= 1, got ", s);
@@ -48,9 +49,9 @@ struct Geometry {
     channels = x.size(1);
     height = x.size(2);
     width = x.size(3);
-    TORCH_CHECK(height >= k && width >= k, "tdgs kernels: input smaller than the window");
-    out_h = (height - k) / s + 1;
-    out_w = (width - k) / s + 1;
+    TORCH_CHECK(clipped || (height >= k && width >= k), "tdgs kernels: input smaller than the window");
+    out_h = std::max<int64_t>(0, height - k) / s + 1;
+    out_w = std::max<int64_t>(0, width - k) / s + 1;
   }
   int64_t window() const { return k * k; }
   // Bit j set: element j of the window of output cell `position` (oh * Wo + ow) lies in the padding.
