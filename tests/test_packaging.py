@@ -53,3 +53,11 @@ def test_a_built_wheel_runs_tdgs_train_and_tdgs_report_without_the_source_tree(t
         assert pd.read_csv(elsewhere / "sweep" / job / "summary.csv").status.tolist() == ["completed"]
     _run([str(site / "bin" / "tdgs-report"), "sweep", "--out", "report"], cwd=elsewhere, env=env)
     assert pd.read_csv(elsewhere / "report" / "all_poolers.csv").pooler.tolist() == ["max", "tdgs"]
+
+
+def test_a_source_tree_that_was_never_installed_finds_its_conf(tmp_path):
+    """As on a GPU machine that gets the source tree on PYTHONPATH and no install: conf/ beside tdgs/."""
+    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'Editable' not in repr(f)]; "  # no install's finder
+            "import tdgs.cli; print(tdgs.cli.__file__); print(tdgs.cli.CONF_DIR)")
+    shown = _run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert shown.stdout.split() == [str(ROOT / "tdgs" / "cli.py"), str(ROOT / "conf")]

@@ -90,6 +90,3 @@ def test_help_introduces_tdgs_train_with_the_readme_examples_and_each_dataset_it
     assert "schema" not in groups
     digits = yaml.safe_load(shown.stdout.split("key=value ==")[1].split("\n\n")[0])["dataset"]
     assert digits == {"name": "digits", "seed": 0}
-    synthetic = run_train("--help", "dataset=synthetic", cwd=tmp_path).stdout
-    assert yaml.safe_load(synthetic.split("key=value ==")[1].split("\n\n")[0])["dataset"] == {
-        "name": "synthetic", "geometry": "mnist", "train_size": 2000, "test_size": 500, "seed": 0}
