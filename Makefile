@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all bench reproduce reproduce-smoke clean-venv
+.PHONY: demo test test-all lint bench reproduce reproduce-smoke clean-venv
 
 # The virtual environment, (re)installed whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -22,6 +22,11 @@ demo: $(STAMP)
 ## test: the default test suite (slow tests excluded)
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+## lint: ruff's checks and formatting (configured in pyproject.toml); `ruff format .` fixes the latter
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 ## test-all: every test, slow ones included
 test-all: $(STAMP)

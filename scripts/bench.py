@@ -26,9 +26,9 @@ CSV per table under ``outputs/bench/``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
-import itertools
 import statistics
 import subprocess
 import sys
@@ -54,7 +54,7 @@ SEED_CODE = "tdgs (original code)"
 
 
 class SeedTDGSPool(nn.Module):
-    """The original TDGS pooler, faithfully (SPEC.md section 2): a contiguous unfold copy divided by
+    """The original TDGS pooler, faithfully: a contiguous unfold copy divided by
     per-position temperatures ``relu(theta) + 0.1`` (no normalisation), ``F.gumbel_softmax(hard=True)``
     in training and evaluation alike, summed against the window."""
 
@@ -160,7 +160,7 @@ def bench_poolers(args, device) -> pd.DataFrame:
             if isinstance(module, nn.Module):
                 module.to(device)  # parameters stay float32, as under autocast
             # autograd.grad: the input's gradient is computed, not accumulated into x.grad
-            fn = lambda m=module: torch.autograd.grad(m(x), x, grad)  # noqa: E731
+            fn = lambda m=module, x=x, grad=grad: torch.autograd.grad(m(x), x, grad)  # noqa: E731
             fns[name, "eager"] = fn
             if device.type == "cuda":
                 fns[name, "graph"] = graphed(fn, device)
@@ -168,8 +168,16 @@ def bench_poolers(args, device) -> pd.DataFrame:
         shape = f"({args.batch},{channels},{height},{width})"
         for (name, mode), seconds in medians.items():
             baseline = medians["F.max_pool2d", mode]
-            rows.append({"dtype": str(dtype).removeprefix("torch."), "mode": mode, "shape": shape, "pooler": name,
-                         "ms": 1e3 * seconds, "ratio": seconds / baseline})
+            rows.append(
+                {
+                    "dtype": str(dtype).removeprefix("torch."),
+                    "mode": mode,
+                    "shape": shape,
+                    "pooler": name,
+                    "ms": 1e3 * seconds,
+                    "ratio": seconds / baseline,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -190,8 +198,16 @@ def train_step_fns(build, names, image_shape, args, device) -> dict:
         # lr 0: Adam does all its work but the weights stay put, so that hundreds of steps on
         # a few batches cannot drift the model into another numerical regime during the timing
         optimizer = make_adam(model.parameters(), 0.0, device=device, mode=MODES[mode])
-        step = TrainStep(model, optimizer, images, labels, batch_size=args.batch, precision=args.precision,
-                         mode=MODES[mode], device=device)
+        step = TrainStep(
+            model,
+            optimizer,
+            images,
+            labels,
+            batch_size=args.batch,
+            precision=args.precision,
+            mode=MODES[mode],
+            device=device,
+        )
         order = itertools.cycle(torch.arange(count, device=device).split(args.batch))
         fns[name, mode] = lambda step=step, order=order: step(next(order))
     return fns
@@ -200,7 +216,9 @@ def train_step_fns(build, names, image_shape, args, device) -> dict:
 def bench_train_steps(args, device) -> pd.DataFrame:
     rows = []
     for dataset, image_shape in GEOMETRIES.items():
-        fns = train_step_fns(lambda name: build_cnn(name, image_shape), [*POOLERS, SEED_CODE], image_shape, args, device)
+        fns = train_step_fns(
+            lambda name, shape=image_shape: build_cnn(name, shape), [*POOLERS, SEED_CODE], image_shape, args, device
+        )
         medians = interleaved_medians(fns, args.reps, args.step_inner, device)
         for (name, mode), seconds in medians.items():
             rows.append(
@@ -222,11 +240,20 @@ def bench_networks(args, device) -> pd.DataFrame:
     rows = []
     names = ["max", "tdgs"] if args.quick else POOLERS
     for network in TORCHVISION:
-        fns = train_step_fns(lambda name: build_model(network, name, (3, 32, 32), 10), names, (3, 32, 32), args, device)
+        fns = train_step_fns(
+            lambda name, network=network: build_model(network, name, (3, 32, 32), 10), names, (3, 32, 32), args, device
+        )
         medians = interleaved_medians(fns, args.network_reps, 1, device)
         for (name, mode), seconds in medians.items():
-            rows.append({"model": network, "mode": mode, "pooler": name, "ms": 1e3 * seconds,
-                         "ratio_to_max": seconds / medians["max", mode]})
+            rows.append(
+                {
+                    "model": network,
+                    "mode": mode,
+                    "pooler": name,
+                    "ms": 1e3 * seconds,
+                    "ratio_to_max": seconds / medians["max", mode],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -353,11 +380,18 @@ def bench_memory(args, device) -> pd.DataFrame:
         if args.threads:
             env["OMP_NUM_THREADS"] = str(args.threads)
         probe = [sys.executable, __file__, "--memory-probe", json.dumps([cases, args.batch])]
-        measured = [int(v) for v in subprocess.run(probe, env=env, check=True, capture_output=True, text=True).stdout.split()[-len(cases):]]
+        measured = [
+            int(v)
+            for v in subprocess.run(probe, env=env, check=True, capture_output=True, text=True).stdout.split()[
+                -len(cases) :
+            ]
+        ]
     for dataset in GEOMETRIES:
         peaks = {name: peak for (name, where), peak in zip(cases, measured) if where == dataset}
         for name, peak in peaks.items():
-            rows.append({"dataset": dataset, "pooler": name, "peak_mb": peak / 1e6, "ratio_to_max": peak / peaks["max"]})
+            rows.append(
+                {"dataset": dataset, "pooler": name, "peak_mb": peak / 1e6, "ratio_to_max": peak / peaks["max"]}
+            )
     return pd.DataFrame(rows)
 
 
@@ -376,10 +410,14 @@ def main() -> None:
     parser.add_argument("--epoch-steps", type=int, default=150, help="batches in the epoch measurement")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="32", choices=["32", "bf16-mixed", "16-mixed"], help="train steps' precision")
+    parser.add_argument(
+        "--precision", default="32", choices=["32", "bf16-mixed", "16-mixed"], help="train steps' precision"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--network-reps", type=int, default=7, help="timed rounds per candidate, torchvision networks")
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="the sections to run (default: all)")
+    parser.add_argument(
+        "--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="the sections to run (default: all)"
+    )
     parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke run, not a measurement")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
@@ -424,9 +462,15 @@ def main() -> None:
     if "networks" in args.only:
         networks = bench_networks(args, device)
         networks.to_csv(args.out / f"networks_{tag}.csv", index=False)
-        print(f"## torchvision networks (model=), train step, CIFAR geometry, precision {args.precision}: median ms (ratio to max)\n")
+        print(
+            f"## torchvision networks (model=), train step, CIFAR geometry, precision {args.precision}: "
+            "median ms (ratio to max)\n"
+        )
         cell = lambda r: f"{r.ms:.1f} ({r.ratio_to_max:.2f}x)"  # noqa: E731
-        print(markdown(wide(networks.assign(column=networks.model + " " + networks["mode"]), "pooler", "column", cell)) + "\n")
+        print(
+            markdown(wide(networks.assign(column=networks.model + " " + networks["mode"]), "pooler", "column", cell))
+            + "\n"
+        )
 
     if "epoch" in args.only:
         epoch = bench_epoch(args, device)

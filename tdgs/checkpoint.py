@@ -31,7 +31,12 @@ def rng_states() -> dict:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "random": {"version": version, "state": list(state), "gauss": gauss},
     }
 
@@ -49,6 +54,7 @@ def set_rng_states(states: dict) -> None:
 def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Write ``state`` as the run's checkpoint: a temporary file, then ``os.replace``; the one it
     replaces becomes the previous checkpoint."""
+
     def write(partial: Path) -> None:
         buffer = io.BytesIO()  # serialised in memory: a full disk then fails as an OSError, not inside torch
         torch.save(state, buffer)
@@ -72,7 +78,9 @@ def load_checkpoint(run_dir: Path, identity: dict) -> dict | None:
             if missing:
                 raise ValueError(f"missing {', '.join(sorted(missing))}")
         except Exception as error:  # truncated, corrupt, foreign: never a crash
-            log.warning(f"{path} is unreadable ({type(error).__name__}: {str(error).splitlines()[0][:200]}); skipping it")
+            log.warning(
+                f"{path} is unreadable ({type(error).__name__}: {str(error).splitlines()[0][:200]}); skipping it"
+            )
             continue
         if state["identity"] != identity:
             raise ConfigError(

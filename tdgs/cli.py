@@ -21,7 +21,6 @@ from .train import Interrupted, TrainingDiverged, train
 from .validate import ConfigError
 
 
-
 def _conf_dir() -> str:
     """conf/, installed as the package tdgs.conf; or, for a source tree on PYTHONPATH that was never
     installed (a GPU machine, say), the tree's own conf/ beside tdgs/."""

@@ -6,7 +6,6 @@ data loaders take plain arguments."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -25,7 +24,7 @@ class Cifar10Config(DatasetConfig):
 
 @dataclass
 class IdxConfig(Cifar10Config):  # mnist, fashion_mnist
-    source: Optional[str] = None  # a folder holding the four IDX(.gz) files, read instead of root's
+    source: str | None = None  # a folder holding the four IDX(.gz) files, read instead of root's
 
 
 @dataclass
@@ -86,8 +85,8 @@ class TrainerConfig:
     batch_size: int = 64  # training batch size
     lr: float = 1e-3  # Adam learning rate
     eval_batch_size: int = 1000  # batch size for evaluation (no effect on results)
-    progress: Optional[bool] = None  # tqdm bars: None = only on a terminal
-    threads: Optional[int] = None  # torch CPU threads; None = torch's default
+    progress: bool | None = None  # tqdm bars: None = only on a terminal
+    threads: int | None = None  # torch CPU threads; None = torch's default
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
     probe_size: int = 500  # test images used to summarise input-dependent pooler state (gated)
     precision: str = "32"  # 32 | bf16-mixed | 16-mixed (autocast; 16-mixed adds a gradient scaler)

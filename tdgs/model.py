@@ -1,4 +1,4 @@
-"""The deck's CNN (SPEC.md section 3): three conv3x3-ReLU-pool stages and two linear layers,
+"""The deck's CNN (docs/design.md): three conv3x3-ReLU-pool stages and two linear layers,
 with any pooler of :data:`tdgs.pooling.POOLERS` in every pool (each with its own parameters)."""
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ class PoolingCNN(nn.Module):
         pooler_options: keyword options for every pooler (see :func:`tdgs.pooling.create_pooler`).
     """
 
-    def __init__(
-        self, pooler: str, image_shape: tuple[int, int, int], num_classes: int, **pooler_options
-    ) -> None:
+    def __init__(self, pooler: str, image_shape: tuple[int, int, int], num_classes: int, **pooler_options) -> None:
         super().__init__()
         channels, height, width = image_shape
-        window = [pooler_options.get(key, default) for key, default in (("kernel_size", 2), ("stride", 2), ("padding", 0))]
+        window = [
+            pooler_options.get(key, default) for key, default in (("kernel_size", 2), ("stride", 2), ("padding", 0))
+        ]
         self.convs = nn.ModuleList()
         self.pools = nn.ModuleList()
         for width_out in WIDTHS:

@@ -52,11 +52,15 @@ def pooler_options_for(name: str, options: dict) -> dict:
     for key, default in WINDOW.items():
         value = options.pop(key, default)
         if value != default:
-            raise ValueError(f"pooler.{key}={value} sets the deck CNN's pools only; model={name} keeps the windows of its own pools")
+            raise ValueError(
+                f"pooler.{key}={value} sets the deck CNN's pools only; model={name} keeps the windows of its own pools"
+            )
     return options
 
 
-def build_model(name: str, pooler: str, image_shape: tuple[int, int, int], num_classes: int, **pooler_options) -> nn.Module:
+def build_model(
+    name: str, pooler: str, image_shape: tuple[int, int, int], num_classes: int, **pooler_options
+) -> nn.Module:
     """The network ``name`` (one of :data:`MODELS`) with the pooler ``pooler`` in every pool, its
     parameters sized for ``image_shape`` (C, H, W); ``pooler_options``: see :func:`pooler_options_for`."""
     options = pooler_options_for(name, pooler_options)

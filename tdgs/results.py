@@ -1,7 +1,7 @@
 """A run folder's files, written atomically (temporary file, then ``os.replace``) so that a crash
 never leaves a half-written result behind.
 
-- ``summary.csv``: one row, the run's outcome (SPEC.md section 4 columns and more).
+- ``summary.csv``: one row, the run's outcome (docs/runs.md lists the columns).
 - ``metrics.csv``: one row per finished epoch.
 - ``temperatures.csv``: every learned TDGS temperature (TDGS runs only).
 - ``config.yaml``: the resolved configuration.

@@ -29,7 +29,9 @@ PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float1
 MODES = ("none", "inductor", "graph")
 COMPILE_CHOICES = ("auto", *MODES)
 WARMUP_STEPS = 3  # eager steps before a graph is captured (cuDNN benchmarking, lazy Adam and scaler state)
-CAPTURABLE_WARNING = "This instance was constructed with capturable=True"  # torch's, for eager steps of a capturable Adam
+CAPTURABLE_WARNING = (
+    "This instance was constructed with capturable=True"  # torch's, for eager steps of a capturable Adam
+)
 
 
 def resolve_mode(choice: str, device: torch.device) -> str:
@@ -176,7 +178,9 @@ class TrainStep:
         loss = loss.detach().double()
         count = torch.full_like(loss, len(y))
         correct = (logits.detach().argmax(1) == y).sum().double()
-        counted = torch.where(skipped, 0.0, torch.stack([loss * count, correct, count]))  # not a product: loss may be inf
+        counted = torch.where(
+            skipped, 0.0, torch.stack([loss * count, correct, count])
+        )  # not a product: loss may be inf
         self.totals += torch.cat([counted, skipped.double().view(1)])  # (4,)
 
     def eager(self, index: torch.Tensor, forward) -> None:
@@ -204,7 +208,10 @@ class TrainStep:
             with torch.cuda.graph(graph, stream=self.stream):
                 self.run(self.static_index, self.model)
         except Exception as error:  # an op that cannot be captured: nothing ran, so nothing is lost
-            log.warning(f"CUDA graph capture failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); training eagerly")
+            log.warning(
+                f"CUDA graph capture failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+                "training eagerly"
+            )
             self.mode = "none"
             if self.scaler is not None:  # forget the half-finished step's bookkeeping, keep the scale
                 state = self.scaler.state_dict()

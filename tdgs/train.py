@@ -1,4 +1,4 @@
-"""The training run (SPEC.md section 3): seed, load the data whole onto the device, build the
+"""The training run (the deck's protocol, docs/design.md): seed, load the data whole onto the device, build the
 deck's CNN with the chosen pooler, train with Adam and cross-entropy (the step, its precision and
 compile mode: :mod:`tdgs.step`), evaluate every epoch, and write the run folder's files (see
 :mod:`tdgs.results`). One flat function, :func:`train`."""
@@ -26,7 +26,16 @@ from tqdm.auto import tqdm
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .data import Splits, load_dataset
 from .networks import WINDOW, build_model
-from .results import CONFIG, METRICS, SUMMARY, TEMPERATURES, OutputError, run_status, write_csv_atomic, write_text_atomic
+from .results import (
+    CONFIG,
+    METRICS,
+    SUMMARY,
+    TEMPERATURES,
+    OutputError,
+    run_status,
+    write_csv_atomic,
+    write_text_atomic,
+)
 from .step import TrainStep, autocast, make_adam, resolve_mode
 from .summaries import pooler_summary, temperature_table
 from .validate import ConfigError, resolve_device, validate
@@ -107,12 +116,22 @@ def identity(cfg: DictConfig) -> dict:
     """What must match for a checkpoint to be resumed: the data (not where it lives), the model, the pooler,
     the optimisation and the seed; ``trainer.epochs`` may grow, and the compile mode and device
     may change (they do not change what is computed)."""
-    dataset = {k: v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items() if k not in ("root", "source", "download")}
+    dataset = {
+        k: v
+        for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items()
+        if k not in ("root", "source", "download")
+    }
     trainer = {k: cfg.trainer[k] for k in ("batch_size", "lr", "deterministic")}
     if cfg.trainer.precision != "32":  # left out for 32, so that checkpoints from before precision existed still match
         trainer["precision"] = cfg.trainer.precision
     pooler = OmegaConf.to_container(cfg.pooler, resolve=True)
-    return {"dataset": str(dataset), "model": cfg.model.name, "pooler": str(pooler), "trainer": str(trainer), "seed": cfg.seed}
+    return {
+        "dataset": str(dataset),
+        "model": cfg.model.name,
+        "pooler": str(pooler),
+        "trainer": str(trainer),
+        "seed": cfg.seed,
+    }
 
 
 def completed_run(run_dir: Path, cfg: DictConfig) -> dict | None:
@@ -167,7 +186,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     try:
         validate(cfg)
         if not owned and not wants_resume(cfg):
-            raise ConfigError(f"{run_dir} already holds a run; resume=true continues it, or choose another hydra.run.dir")
+            raise ConfigError(
+                f"{run_dir} already holds a run; resume=true continues it, or choose another hydra.run.dir"
+            )
         if not owned and (done := completed_run(run_dir, cfg)) is not None:  # resuming a sweep: left as it is
             log.info(f"{run_dir} already completed these {trainer.epochs} epochs; nothing to do")
             return done
@@ -188,8 +209,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         model = build_model(cfg.model.name, pooler["pooler"], data.image_shape, data.num_classes, **options).to(device)
         optimizer = make_adam(model.parameters(), trainer.lr, device=device, mode=mode)
         step = TrainStep(
-            model, optimizer, data.train_images, data.train_labels,
-            batch_size=trainer.batch_size, precision=trainer.precision, mode=mode, device=device,
+            model,
+            optimizer,
+            data.train_images,
+            data.train_labels,
+            batch_size=trainer.batch_size,
+            precision=trainer.precision,
+            mode=mode,
+            device=device,
         )
         probe = data.test_images[: trainer.probe_size].float().div(255)
         first_epoch = 1
@@ -217,7 +244,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
         log.info(
             f"{cfg.dataset.name} ({len(data.train_labels)} train / {len(data.test_labels)} test, "
-            f"{'x'.join(map(str, data.image_shape))}), {cfg.model.name} with pooler {pooler['pooler']}, seed {cfg.seed}, "
+            f"{'x'.join(map(str, data.image_shape))}), {cfg.model.name} with pooler {pooler['pooler']}, "
+            f"seed {cfg.seed}, "
             f"{device}; results in {run_dir}"
         )
         show_progress = trainer.progress if trainer.progress is not None else sys.stderr.isatty()
@@ -226,7 +254,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 start = time.perf_counter()
                 order = torch.randperm(len(data.train_labels), device=device)
                 indices = order.split(trainer.batch_size)  # (batch_size,) each, the last maybe shorter
-                for index in tqdm(indices, desc=f"epoch {epoch}/{trainer.epochs}", disable=not show_progress, leave=False):
+                for index in tqdm(
+                    indices, desc=f"epoch {epoch}/{trainer.epochs}", disable=not show_progress, leave=False
+                ):
                     step(index)
                     if stop:
                         raise Interrupted(stop[0])
@@ -234,7 +264,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 train_loss = totals.loss_sum / totals.images if totals.images else math.nan
                 train_acc = 100.0 * totals.correct / totals.images if totals.images else math.nan
                 if not math.isfinite(train_loss):  # over counted steps: a skipped (16-mixed) step is no divergence
-                    skipped = f" ({totals.skipped_steps} of {len(indices)} steps skipped)" if totals.skipped_steps else ""
+                    skipped = (
+                        f" ({totals.skipped_steps} of {len(indices)} steps skipped)" if totals.skipped_steps else ""
+                    )
                     raise TrainingDiverged(
                         f"the training loss became {train_loss} in epoch {epoch}{skipped}; stopped, keeping the "
                         f"{epoch - 1} finished epoch(s) (try a smaller trainer.lr)"
@@ -275,7 +307,17 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                         **({"scaler": step.scaler.state_dict()} if step.scaler is not None else {}),
                         "rng": rng_states(),
                         "metrics": metrics,
-                        "summary": {k: summary[k] for k in ("epochs_done", "test_acc", "best_test_acc", "best_epoch", "train_loss", "train_seconds")},
+                        "summary": {
+                            k: summary[k]
+                            for k in (
+                                "epochs_done",
+                                "test_acc",
+                                "best_test_acc",
+                                "best_epoch",
+                                "train_loss",
+                                "train_seconds",
+                            )
+                        },
                         "identity": identity(cfg),
                     },
                 )

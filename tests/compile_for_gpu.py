@@ -35,9 +35,11 @@ def compile_instead_of_launch(self, *args, grid, warmup, **kwargs):
         try:
             compile_kernel(ASTSource(self, signature, constexprs, attrs), target=TARGET, options=options.__dict__)
             compiled[key] = None
-        except Exception as error:  # noqa: BLE001: every failure is reported
+        except Exception as error:  # every failure is reported
             cause = error.__cause__ or error
-            compiled[key] = f"{self.fn.__name__} {kwargs}: {type(cause).__name__}: {str(cause).strip().splitlines()[-1][:300]}"
+            compiled[key] = (
+                f"{self.fn.__name__} {kwargs}: {type(cause).__name__}: {str(cause).strip().splitlines()[-1][:300]}"
+            )
             if os.environ.get("TRACEBACK"):
                 traceback.print_exception(error)
 
@@ -47,7 +49,11 @@ from tdgs.pooling import triton_kernels as kernels  # noqa: E402
 
 every = "--all" in sys.argv
 dtypes = [torch.float32, torch.bfloat16, torch.float16] if every else [torch.float32]
-geometries = [(2, 2, 0, 8, 8), (3, 2, 0, 9, 8), (3, 3, 0, 9, 9), (3, 2, 1, 8, 8)] if every else [(2, 2, 0, 8, 8), (3, 2, 1, 8, 8)]
+geometries = (
+    [(2, 2, 0, 8, 8), (3, 2, 0, 9, 8), (3, 3, 0, 9, 9), (3, 2, 1, 8, 8)]
+    if every
+    else [(2, 2, 0, 8, 8), (3, 2, 1, 8, 8)]
+)
 normalizations = ["none", "l1", "l2", "max"] if every else ["l2"]
 rectifiers = ["none", "relu", "softplus"] if every else ["relu"]
 seed = torch.zeros((), dtype=torch.int64)

@@ -12,10 +12,18 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bench_quick_writes_every_table(tmp_path):
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    for title in ("## Poolers", "## CNN train step", "## torchvision networks", "## Epoch throughput", "## Peak memory"):
+    for title in (
+        "## Poolers",
+        "## CNN train step",
+        "## torchvision networks",
+        "## Epoch throughput",
+        "## Peak memory",
+    ):
         assert title in done.stdout
     poolers = pd.read_csv(tmp_path / "poolers_cpu.csv")
     assert {"F.max_pool2d", "tdgs", "tdgs eval=argmax", "tdgs (original code)"} <= set(poolers["pooler"])

@@ -4,8 +4,8 @@ own generator, so they are not compared)."""
 
 import pytest
 import torch
-
 from conftest import ALL_POOLERS
+
 from tdgs.pooling import create_pooler
 
 

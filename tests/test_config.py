@@ -30,8 +30,13 @@ def test_every_dataset_composes_with_its_own_fields_only(name):
     cfg = _compose(f"dataset={name}")
     fields = set(cfg.dataset) - {"name"}
     assert cfg.dataset.name == name and fields <= set(inspect.signature(load_dataset).parameters)
-    used = {"mnist": {"root", "download", "source"}, "fashion_mnist": {"root", "download", "source"},
-            "cifar10": {"root", "download"}, "digits": {"seed"}, "synthetic": {"geometry", "train_size", "test_size", "seed"}}
+    used = {
+        "mnist": {"root", "download", "source"},
+        "fashion_mnist": {"root", "download", "source"},
+        "cifar10": {"root", "download"},
+        "digits": {"seed"},
+        "synthetic": {"geometry", "train_size", "test_size", "seed"},
+    }
     assert fields == used[name]
     for other in set().union(*used.values()) - used[name]:  # another dataset's field is refused
         with pytest.raises(ConfigCompositionException):

@@ -127,8 +127,11 @@ def make_cifar_folder(folder, per_batch=3, seed=0):
     folder.mkdir(parents=True, exist_ok=True)
     batches = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 256, (per_batch, 3072)).astype(np.uint8),
-                 "labels": rng.integers(0, 10, per_batch).tolist(), "batch_label": name}
+        batch = {
+            "data": rng.integers(0, 256, (per_batch, 3072)).astype(np.uint8),
+            "labels": rng.integers(0, 10, per_batch).tolist(),
+            "batch_label": name,
+        }
         (folder / name).write_bytes(pickle.dumps(batch))
         batches[name] = batch
     return batches

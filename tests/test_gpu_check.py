@@ -15,8 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_gpu_check_smoke_run_writes_the_summary(tmp_path):
     env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "PYTHON": sys.executable}
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-2000:]
     steps = pd.read_csv(tmp_path / "steps.csv")
     assert (steps.exit_code == 0).all() and {"tests", "bench", "e2e_tdgs", "e2e_max"} <= set(steps.step)

@@ -49,9 +49,7 @@ def test_gradcheck(case):
 
 
 @pytest.mark.parametrize("normalize", NORMALIZATIONS)
-@pytest.mark.parametrize(
-    "mode", ["expectation", "argmax", "soft-sample-fixed-noise"]
-)
+@pytest.mark.parametrize("mode", ["expectation", "argmax", "soft-sample-fixed-noise"])
 @pytest.mark.parametrize("t_shape", [(3, 3, 3), (3, 1, 1), (1, 1, 1)], ids=["position", "channel", "layer"])
 def test_gradcheck_tdgs(normalize, mode, t_shape):
     x = _input()

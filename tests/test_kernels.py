@@ -5,12 +5,21 @@ where there is one, else in Triton's interpreter (see conftest.py)."""
 
 import pytest
 import torch
+from conftest import KERNEL_BACKENDS, TRITON_DEVICE
 from scipy.stats import kstest, pearsonr
 from torch.autograd import gradcheck
 from torch.utils import cpp_extension
 
-from conftest import KERNEL_BACKENDS, TRITON_DEVICE
-from tdgs.pooling import backend, cpp_kernels, gated_pool2d, mixed_pool2d, ops, s3_pool2d, stochastic_pool2d, tdgs_pool2d
+from tdgs.pooling import (
+    backend,
+    cpp_kernels,
+    gated_pool2d,
+    mixed_pool2d,
+    ops,
+    s3_pool2d,
+    stochastic_pool2d,
+    tdgs_pool2d,
+)
 from tdgs.pooling.s3 import kernel_lines
 from tdgs.pooling.stochastic import kernel_uniforms
 from tdgs.pooling.tdgs import NORMALIZATIONS, kernel_gumbels
@@ -23,7 +32,9 @@ GEOMETRIES = [(2, 2, 8, 8), (2, 2, 7, 9), (3, 2, 9, 8), (3, 3, 9, 9)]
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 5e-5}
 DTYPES = {"cpp": [torch.float64, torch.float32], "triton": [torch.float32]}  # the Triton kernels compute in float32
 CASES = [(name, dtype) for name in KERNEL_BACKENDS for dtype in DTYPES[name]]
-each_kernel_and_dtype = pytest.mark.parametrize("kernels,dtype", CASES, ids=lambda v: str(v).replace("torch.", ""), indirect=["kernels"])
+each_kernel_and_dtype = pytest.mark.parametrize(
+    "kernels,dtype", CASES, ids=lambda v: str(v).replace("torch.", ""), indirect=["kernels"]
+)
 
 
 def test_every_kernel_backend_loads_here():
@@ -67,8 +78,14 @@ def test_tdgs_kernel_matches_reference(kernels, dtype, geometry, normalize, mode
     x = (torch.randn(2, 3, h, w, dtype=dtype, device=kernels) + 0.3).requires_grad_()
     t = (torch.rand(t_shape, dtype=dtype, device=kernels) + 0.2).requires_grad_()
     training = mode in ("hard", "soft")
-    options = dict(kernel_size=k, stride=s, normalize=normalize, hard=mode != "soft", training=training,
-                   eval_mode=mode if not training else "expectation")
+    options = dict(
+        kernel_size=k,
+        stride=s,
+        normalize=normalize,
+        hard=mode != "soft",
+        training=training,
+        eval_mode=mode if not training else "expectation",
+    )
     sampling = mode in ("hard", "soft", "sample")
 
     torch.manual_seed(11)
@@ -120,7 +137,9 @@ def test_cpp_tdgs_kernel_soft_sample_gradcheck(normalize):
     x = (torch.rand(2, 3, 6, 6, dtype=torch.float64) + 0.1).requires_grad_()
     t = (torch.rand(3, 3, 3, dtype=torch.float64) + 0.5).requires_grad_()
     seed = torch.tensor(1234)
-    assert gradcheck(lambda x, t: ops.apply(ops.TDGS, "cpp", x, t, seed, 2, 2, 0, normalize, "soft", "none", 0.0), (x, t))
+    assert gradcheck(
+        lambda x, t: ops.apply(ops.TDGS, "cpp", x, t, seed, 2, 2, 0, normalize, "soft", "none", 0.0), (x, t)
+    )
 
 
 @pytest.mark.parametrize("kernels", KERNEL_BACKENDS, indirect=True)
@@ -131,7 +150,12 @@ def test_kernels_take_channels_last_and_strided_input_and_keep_the_layout(kernel
         variant = variant.clone().requires_grad_()
         _compare(lambda v: tdgs_pool2d(v, t, training=False), (variant,), torch.float32)
     cl = x[:, :3].contiguous(memory_format=torch.channels_last)
-    for out in (tdgs_pool2d(cl, t), stochastic_pool2d(cl), mixed_pool2d(cl, torch.zeros(3, device=kernels)), s3_pool2d(cl)):
+    for out in (
+        tdgs_pool2d(cl, t),
+        stochastic_pool2d(cl),
+        mixed_pool2d(cl, torch.zeros(3, device=kernels)),
+        s3_pool2d(cl),
+    ):
         assert out.is_contiguous(memory_format=torch.channels_last)  # as F.max_pool2d keeps it
 
 
@@ -143,7 +167,7 @@ def test_mixed_and_gated_kernels_match_reference(kernels, dtype, geometry, rows)
     x = torch.randn(2, 3, h, w, dtype=dtype, device=kernels).requires_grad_()
     logit = torch.randn(rows, dtype=dtype, device=kernels).requires_grad_()
     mask = torch.randn(rows, k * k, dtype=dtype, device=kernels).requires_grad_()
-    _compare(lambda x, l: mixed_pool2d(x, l, kernel_size=k, stride=s), (x, logit), dtype)
+    _compare(lambda x, w: mixed_pool2d(x, w, kernel_size=k, stride=s), (x, logit), dtype)
     _compare(lambda x, m, b: gated_pool2d(x, m, b, kernel_size=k, stride=s), (x, mask, logit), dtype)
 
 
@@ -201,14 +225,23 @@ def test_padded_windows_match_reference(kernels, dtype, geometry, training):
     t = (torch.rand(3, ho, wo, dtype=dtype, device=kernels) + 0.2).requires_grad_()
     logit = torch.randn(3, dtype=dtype, device=kernels).requires_grad_()
     mask = torch.randn(3, k * k, dtype=dtype, device=kernels).requires_grad_()
-    _compare(lambda x, l: mixed_pool2d(x, l, **window), (x, logit), dtype)
+    _compare(lambda x, w: mixed_pool2d(x, w, **window), (x, logit), dtype)
     _compare(lambda x, m, b: gated_pool2d(x, m, b, **window), (x, mask, logit), dtype)
     for mode in ["hard", "soft"] if training else ["expectation", "sample", "argmax"]:
         for normalize in NORMALIZATIONS:
-            options = dict(window, normalize=normalize, hard=mode != "soft", training=training,
-                           eval_mode=mode if not training else "expectation")
+            options = dict(
+                window,
+                normalize=normalize,
+                hard=mode != "soft",
+                training=training,
+                eval_mode=mode if not training else "expectation",
+            )
             torch.manual_seed(7)
-            gumbels = kernel_gumbels(backend.draw_seed(kernels), (2, 3, ho, wo, k * k), dtype) if mode != "expectation" and mode != "argmax" else None
+            gumbels = (
+                kernel_gumbels(backend.draw_seed(kernels), (2, 3, ho, wo, k * k), dtype)
+                if mode != "expectation" and mode != "argmax"
+                else None
+            )
             fast = (torch.manual_seed(7), tdgs_pool2d(x, t, **options))[1]
             with backend.use("reference"):
                 slow = tdgs_pool2d(x, t, **options, gumbels=gumbels)
@@ -226,7 +259,7 @@ def test_padded_windows_match_reference(kernels, dtype, geometry, training):
     fast_s3 = (torch.manual_seed(9), s3_pool2d(x, **window, grid_size=2 * s, training=training))[1]
     with backend.use("reference"):
         slow_s3 = s3_pool2d(x, **window, grid_size=2 * s, training=training, lines=lines)
-    for (got, want, source) in [(fast, slow, positive), (fast_s3, slow_s3, x)]:
+    for got, want, source in [(fast, slow, positive), (fast_s3, slow_s3, x)]:
         assert torch.isfinite(got).all()
         _close(got, want, dtype)
         _close(*(torch.autograd.grad(out.sin().sum(), source)[0] for out in (got, want)), dtype)
@@ -239,7 +272,9 @@ def test_triton_and_cpp_draw_the_same_random_numbers(window):
     seed = backend.draw_seed()
     triton_kernels = backend.module("triton")
     on_device = seed.to(TRITON_DEVICE)
-    assert torch.equal(triton_kernels.window_uniforms(on_device, 3000, window).cpu(), cpp_kernels.window_uniforms(seed, 3000, window))
+    assert torch.equal(
+        triton_kernels.window_uniforms(on_device, 3000, window).cpu(), cpp_kernels.window_uniforms(seed, 3000, window)
+    )
     for size, count, grid, per_block in [(32, 16, 4, 2), (9, 3, 6, 3), (7, 3, 4, 2)]:
         for axis in (0, 1):
             got = triton_kernels.s3_lines(on_device, size, count, grid, per_block, axis).cpu()
@@ -301,7 +336,9 @@ def test_the_backend_switch(monkeypatch):
     with backend.use("cpp"):
         assert backend.kernels_for(x.half()) is None  # the C++ kernels take float32/64 only
     monkeypatch.setenv("TDGS_BACKEND", "cuda")
-    with pytest.raises(ValueError, match=r"^TDGS_BACKEND must be one of 'auto', 'reference', 'cpp', 'triton', but got 'cuda'$"):
+    with pytest.raises(
+        ValueError, match=r"^TDGS_BACKEND must be one of 'auto', 'reference', 'cpp', 'triton', but got 'cuda'$"
+    ):
         tdgs_pool2d(x, torch.ones(1))
     monkeypatch.setenv("TDGS_BACKEND", "triton")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
@@ -388,7 +425,13 @@ def test_triton_kernels_take_half_precision_with_float32_maths(dtype, name):
         "stochastic": lambda: (),
         "s3": lambda: (),
     }[name]()
-    pool = {"tdgs": tdgs_pool2d, "gated": gated_pool2d, "mixed": mixed_pool2d, "stochastic": stochastic_pool2d, "s3": s3_pool2d}[name]
+    pool = {
+        "tdgs": tdgs_pool2d,
+        "gated": gated_pool2d,
+        "mixed": mixed_pool2d,
+        "stochastic": stochastic_pool2d,
+        "s3": s3_pool2d,
+    }[name]
     upstream = torch.randn(2, 3, 4, 4, device=TRITON_DEVICE).to(dtype)  # a gradient both dtypes hold exactly
     results = []
     with backend.use("triton"):
@@ -412,10 +455,19 @@ def _op_cases(device):
     seed = backend.draw_seed(device)
     t = (torch.rand(3, 4, 4, device=device) + 0.2).requires_grad_()
     mask, bias = torch.randn(3, 4, device=device, requires_grad=True), torch.randn(3, device=device, requires_grad=True)
-    cases = [(torch.ops.tdgs.tdgs_pool, (x, t, seed, 2, 2, 0, normalize, mode, "none", 0.0))
-             for normalize in ("l2", "none") for mode in ("hard", "soft", "expectation", "argmax")]
-    cases += [(torch.ops.tdgs.tdgs_pool, (x, t - 0.5, seed, 2, 2, 0, "l2", "hard", rectifier, 0.1)) for rectifier in ("relu", "softplus")]
-    cases += [(torch.ops.tdgs.gated_pool, (x, mask, bias, 2, 2, 0)), (torch.ops.tdgs.gated_pool, (x, None, bias, 2, 2, 0))]
+    cases = [
+        (torch.ops.tdgs.tdgs_pool, (x, t, seed, 2, 2, 0, normalize, mode, "none", 0.0))
+        for normalize in ("l2", "none")
+        for mode in ("hard", "soft", "expectation", "argmax")
+    ]
+    cases += [
+        (torch.ops.tdgs.tdgs_pool, (x, t - 0.5, seed, 2, 2, 0, "l2", "hard", rectifier, 0.1))
+        for rectifier in ("relu", "softplus")
+    ]
+    cases += [
+        (torch.ops.tdgs.gated_pool, (x, mask, bias, 2, 2, 0)),
+        (torch.ops.tdgs.gated_pool, (x, None, bias, 2, 2, 0)),
+    ]
     cases += [(torch.ops.tdgs.stochastic_pool, (x, seed, 2, 2, 0, training)) for training in (True, False)]
     cases += [(torch.ops.tdgs.s3_pool, (x, seed, 2, 2, 0, 4, training)) for training in (True, False)]
     grad = torch.randn(2, 3, 4, 4, device=device)
@@ -469,9 +521,12 @@ def test_torch_compile_keeps_the_kernels(kernels, monkeypatch):
 
 # ---- on a GPU ----------------------------------------------------------------------------------
 
+
 def needs_cuda(test):
     """Marks ``test`` as a GPU test (``-m cuda``), skipped without a GPU."""
     return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
+
+
 CUDA_POOLS = {
     "tdgs": lambda x, t: tdgs_pool2d(x, t),
     "stochastic": lambda x, t: stochastic_pool2d(x),

@@ -10,7 +10,13 @@ import pandas as pd
 import yaml
 
 BIN = Path(sys.executable).parent
-SMALL = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "trainer.epochs=1", "trainer.progress=false"]
+SMALL = [
+    "dataset=synthetic",
+    "dataset.train_size=256",
+    "dataset.test_size=128",
+    "trainer.epochs=1",
+    "trainer.progress=false",
+]
 
 
 def _sweep(tmp_path, *args):
@@ -18,7 +24,11 @@ def _sweep(tmp_path, *args):
     sweep = tmp_path / "sweep"
     done = subprocess.run(
         [BIN / "tdgs-train", "-m", *SMALL, "pooler=max,tdgs", f"hydra.sweep.dir={sweep}", *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return sorted(p.parent for p in sweep.rglob("summary.csv"))
@@ -32,7 +42,9 @@ def test_local_parallel_sweep_shares_the_cores(tmp_path):
 
 
 def test_submitit_sweep_runs_each_job_as_its_own_process(tmp_path):
-    runs = _sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1")
+    runs = _sweep(
+        tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"
+    )
     assert sorted(pd.read_csv(r / "summary.csv").pooler[0] for r in runs) == ["max", "tdgs"]
     assert all(pd.read_csv(r / "summary.csv").status[0] == "completed" for r in runs)
     assert {yaml.safe_load((r / "config.yaml").read_text())["trainer"]["threads"] for r in runs} == {1}
@@ -43,9 +55,18 @@ def test_slurm_config_is_ready(tmp_path):
     env = {**os.environ, "TDGS_DATA_DIR": str(tmp_path / "data")}
     done = subprocess.run(
         [BIN / "tdgs-train", "hydra/launcher=slurm", "--cfg", "hydra", "--package", "hydra.launcher"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     launcher = yaml.safe_load(done.stdout)  # the package alone, under a "# @package" comment
     assert launcher["_target_"].endswith("SlurmLauncher")
-    assert (launcher["partition"], launcher["timeout_min"], launcher["gpus_per_node"], launcher["cpus_per_task"]) == ("gpu", 120, 1, 4)
+    assert (launcher["partition"], launcher["timeout_min"], launcher["gpus_per_node"], launcher["cpus_per_task"]) == (
+        "gpu",
+        120,
+        1,
+        4,
+    )

@@ -1,9 +1,9 @@
-"""The deck's CNN (SPEC.md section 3) with every pooler, in both geometries; pooler summaries."""
+"""The deck's CNN with every pooler, in both geometries; pooler summaries."""
 
 import pytest
 import torch
-
 from conftest import ALL_POOLERS
+
 from tdgs.model import PoolingCNN
 from tdgs.summaries import pooler_summary, temperature_table
 

@@ -3,9 +3,9 @@ geometries; the torchvision ones keep their pools' windows and refuse others."""
 
 import pytest
 import torch
+from conftest import ALL_POOLERS
 from torch import nn
 
-from conftest import ALL_POOLERS
 from tdgs.networks import MODELS, build_model
 from tdgs.pooling import Pool2d
 from tdgs.summaries import pooler_summary, temperature_table
@@ -28,7 +28,9 @@ def test_every_network_trains_with_the_pooler_in_every_pool(model, shape, name):
     summary = pooler_summary(net, torch.rand(8, *shape))
     if name == "tdgs":
         assert len(temperature_table(net).layer.unique()) == POOLS[model]
-    assert {key.split("_")[0] for key in summary} == ({f"pool{i}" for i in range(1, POOLS[model] + 1)} if name != "max" else set())
+    assert {key.split("_")[0] for key in summary} == (
+        {f"pool{i}" for i in range(1, POOLS[model] + 1)} if name != "max" else set()
+    )
 
 
 @pytest.mark.parametrize("name", ALL_POOLERS)

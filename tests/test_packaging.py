@@ -33,7 +33,9 @@ def test_a_built_wheel_runs_tdgs_train_and_tdgs_report_without_the_source_tree(t
     _run([*pip, "wheel", "--no-deps", "--no-build-isolation", str(source), "-w", str(tmp_path / "dist")])
     (wheel,) = (tmp_path / "dist").glob("tdgs-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    shipped = {Path(n).relative_to("tdgs/conf").as_posix() for n in names if n.startswith("tdgs/conf/") and n.endswith(".yaml")}
+    shipped = {
+        Path(n).relative_to("tdgs/conf").as_posix() for n in names if n.startswith("tdgs/conf/") and n.endswith(".yaml")
+    }
     assert shipped == {p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*.yaml")}
     assert {p.name for p in (ROOT / "tdgs/pooling/csrc").iterdir()} <= {Path(n).name for n in names if "/csrc/" in n}
 
@@ -43,11 +45,23 @@ def test_a_built_wheel_runs_tdgs_train_and_tdgs_report_without_the_source_tree(t
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site), "TDGS_OUTPUT_DIR": str(elsewhere / "outputs")}
-    where = _run([sys.executable, "-c", "import tdgs.cli; print(tdgs.cli.__file__); print(tdgs.cli.CONF_DIR)"], cwd=elsewhere, env=env)
+    where = _run(
+        [sys.executable, "-c", "import tdgs.cli; print(tdgs.cli.__file__); print(tdgs.cli.CONF_DIR)"],
+        cwd=elsewhere,
+        env=env,
+    )
     assert all(line.startswith(str(site)) for line in where.stdout.split()), where.stdout  # not this checkout
 
-    train = [str(site / "bin" / "tdgs-train"), "-m", "dataset=synthetic", "dataset.train_size=128", "dataset.test_size=64",
-             "trainer.epochs=1", "pooler=max,tdgs", "hydra.sweep.dir=sweep"]
+    train = [
+        str(site / "bin" / "tdgs-train"),
+        "-m",
+        "dataset=synthetic",
+        "dataset.train_size=128",
+        "dataset.test_size=64",
+        "trainer.epochs=1",
+        "pooler=max,tdgs",
+        "hydra.sweep.dir=sweep",
+    ]
     _run(train, cwd=elsewhere, env=env)
     for job in ("0_synthetic_max_seed0", "1_synthetic_tdgs_seed0"):
         assert pd.read_csv(elsewhere / "sweep" / job / "summary.csv").status.tolist() == ["completed"]
@@ -57,7 +71,10 @@ def test_a_built_wheel_runs_tdgs_train_and_tdgs_report_without_the_source_tree(t
 
 def test_a_source_tree_that_was_never_installed_finds_its_conf(tmp_path):
     """As on a GPU machine that gets the source tree on PYTHONPATH and no install: conf/ beside tdgs/."""
-    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'Editable' not in repr(f)]; "  # no install's finder
-            "import tdgs.cli; print(tdgs.cli.__file__); print(tdgs.cli.CONF_DIR)")
+    code = (
+        # without the editable install's finder
+        "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'Editable' not in repr(f)]; "
+        "import tdgs.cli; print(tdgs.cli.__file__); print(tdgs.cli.CONF_DIR)"
+    )
     shown = _run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert shown.stdout.split() == [str(ROOT / "tdgs" / "cli.py"), str(ROOT / "conf")]

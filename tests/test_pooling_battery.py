@@ -3,8 +3,8 @@ finite values on extreme inputs, state_dict round trip, reproducibility."""
 
 import pytest
 import torch
-
 from conftest import ALL_POOLERS, RANDOM_POOLERS, run_seeded
+
 from tdgs.pooling import (
     POOLERS,
     create_pooler,
@@ -25,9 +25,7 @@ def test_registry_names():
 
 @EACH
 @MODES
-@pytest.mark.parametrize(
-    "sizes", [(28, 14, 7, 3), (32, 16, 8, 4)], ids=["mnist", "cifar"]
-)
+@pytest.mark.parametrize("sizes", [(28, 14, 7, 3), (32, 16, 8, 4)], ids=["mnist", "cifar"])
 def test_shape_chain(name, training, sizes):
     x = torch.rand(2, 3, sizes[0], sizes[0])
     for size in sizes[1:]:
@@ -203,8 +201,11 @@ def test_extra_repr_shows_the_options(name):
 
 
 # nn.MaxPool2d windows the poolers stand in for: ResNet's stem, a padded 2x2, AlexNet's 3x3/2
-WINDOWS = [dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, stride=2, padding=1),
-           dict(kernel_size=3, stride=2)]
+WINDOWS = [
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=2, stride=2, padding=1),
+    dict(kernel_size=3, stride=2),
+]
 
 
 @EACH
@@ -240,7 +241,10 @@ def test_pooler_built_without_channels_takes_them_from_its_first_input(name):
         assert pool.channels is None and pool(torch.rand(2, 4, 12, 12)).shape == (2, 4, 6, 6)
     for p in pool.parameters():
         torch.nn.init.normal_(p)
-    for fresh in (create_pooler(name, kernel_size=3, stride=2, padding=1), create_pooler(name, 5, kernel_size=3, stride=2, padding=1)):
+    for fresh in (
+        create_pooler(name, kernel_size=3, stride=2, padding=1),
+        create_pooler(name, 5, kernel_size=3, stride=2, padding=1),
+    ):
         fresh.load_state_dict(pool.state_dict())  # into a lazy pooler too, as nn.LazyConv2d allows
         assert fresh.channels == pool.channels or pool.channels is None  # the loaded parameters say how many
         for training in (True, False):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TRAIN
 import torch
+from conftest import TRAIN
 from hydra import compose, initialize_config_dir
 
 import tdgs.train
@@ -45,8 +45,14 @@ BAD_INPUTS = [
     (["trainer.batch_size=-5"], "trainer.batch_size must be a positive integer, but got -5"),
     (["trainer.lr=0"], "trainer.lr must be a finite number > 0, but got 0.0"),
     (["device=gpu"], "device must be auto, cpu, cuda or cuda:N, but got 'gpu'"),
-    (["model=resnet18", "pooler.kernel_size=3"], "pooler.kernel_size=3 sets the deck CNN's pools only; model=resnet18 keeps the windows of its own pools"),
-    (["dataset=fashion_mnist", "dataset.source=/no/such/folder"], "dataset.source must be a readable folder of IDX files, but '/no/such/folder' is not"),
+    (
+        ["model=resnet18", "pooler.kernel_size=3"],
+        "pooler.kernel_size=3 sets the deck CNN's pools only; model=resnet18 keeps the windows of its own pools",
+    ),
+    (
+        ["dataset=fashion_mnist", "dataset.source=/no/such/folder"],
+        "dataset.source must be a readable folder of IDX files, but '/no/such/folder' is not",
+    ),
 ]
 if not torch.cuda.is_available():
     BAD_INPUTS.append((["device=cuda"], "device=cuda but CUDA is not available here; use device=auto or device=cpu"))
@@ -77,7 +83,9 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, monkeypatch, capfd, o
 
 def test_an_unreadable_root_is_refused(tmp_path):
     (tmp_path / "a_file").write_text("not a folder")
-    done = run_train("dataset=cifar10", f"dataset.root={tmp_path / 'a_file'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    done = run_train(
+        "dataset=cifar10", f"dataset.root={tmp_path / 'a_file'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
     assert done.returncode == 2 and "dataset.root must be a readable folder" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
 
@@ -149,7 +157,9 @@ def test_nan_loss_fails_the_run_and_keeps_finished_epochs(tmp_path, monkeypatch)
 
     monkeypatch.setattr(tdgs.train.F, "cross_entropy", poisoned)
     cfg = _compose(*SMALL, "pooler=tdgs", "trainer.epochs=3", f"paths.data_dir={tmp_path}")
-    with pytest.raises(TrainingDiverged, match=r"the training loss became nan in epoch 2; stopped, keeping the 1 finished"):
+    with pytest.raises(
+        TrainingDiverged, match=r"the training loss became nan in epoch 2; stopped, keeping the 1 finished"
+    ):
         train(cfg, tmp_path)
     summary = pd.read_csv(tmp_path / "summary.csv").iloc[0]
     assert summary.status == "failed" and summary.error.startswith("TrainingDiverged: the training loss became nan")
@@ -177,8 +187,16 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one_then_to_a_clean_sta
 
 def test_a_failing_job_does_not_stop_the_sweep_but_fails_it(tmp_path):
     sweep = tmp_path / "sweep"
-    done = run_train("-m", *SMALL, "dataset.train_size=256", "trainer.epochs=1", "pooler=tdgs", "pooler.t0=-1,1.0",
-                     f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    done = run_train(
+        "-m",
+        *SMALL,
+        "dataset.train_size=256",
+        "trainer.epochs=1",
+        "pooler=tdgs",
+        "pooler.t0=-1,1.0",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert done.returncode == 1, done.stderr
     (line,) = [line for line in (done.stdout + done.stderr).splitlines() if "jobs of the sweep" in line]
     assert line.endswith(f"1 of 2 jobs of the sweep did not complete: {sweep / '0_synthetic_tdgs_seed0'}")
@@ -193,7 +211,9 @@ def test_a_run_folder_is_never_overwritten_by_a_refused_start(tmp_path):
     run = tmp_path / "run"
     args = [*SMALL, "dataset.train_size=256", "pooler=max"]
     assert train(_compose(*args, "trainer.epochs=2"), run)["status"] == "completed"
-    before = {name: (run / name).read_bytes() for name in ("summary.csv", "metrics.csv", "config.yaml", "checkpoint.pt")}
+    before = {
+        name: (run / name).read_bytes() for name in ("summary.csv", "metrics.csv", "config.yaml", "checkpoint.pt")
+    }
     refusals = [
         (["trainer.epochs=2"], "already holds a run; resume=true continues it"),  # a fresh start
         (["trainer.epochs=3", "resume=true", "trainer.lr=0.1"], "was written by another configuration"),
@@ -211,6 +231,8 @@ def test_a_requeued_slurm_job_resumes_by_itself(tmp_path):
     args = [*SMALL, "dataset.train_size=256", "pooler=max", f"hydra.run.dir={run}"]
     assert run_train(*args, "trainer.epochs=1", cwd=tmp_path).returncode == 0
     env = {**os.environ, "TDGS_DATA_DIR": str(tmp_path / "data"), "SLURM_RESTART_COUNT": "1"}
-    done = subprocess.run([*TRAIN, *args, "trainer.epochs=2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*TRAIN, *args, "trainer.epochs=2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and "resume: continuing" in done.stdout + done.stderr
     assert pd.read_csv(run / "metrics.csv").epoch.tolist() == [1, 2]

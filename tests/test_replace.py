@@ -7,10 +7,10 @@ import copy
 
 import pytest
 import torch
+from conftest import ALL_POOLERS, run_seeded
 from torch import nn
 from torchvision import models
 
-from conftest import ALL_POOLERS, run_seeded
 from tdgs.pooling import Pool2d, replace_pooling
 
 # name -> (constructor, input side): the smallest input each network takes
@@ -60,8 +60,15 @@ def test_every_pooler_stands_in_for_the_max_pools(network, name):
         torch.testing.assert_close(run_seeded(fresh, x), run_seeded(model, x), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name,options", [("tdgs", {"t0": 0.5, "granularity": "channel"}), ("tdgs", {"granularity": "layer"}),
-                                          ("mixed", {"granularity": "layer"}), ("gated", {})])
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("tdgs", {"t0": 0.5, "granularity": "channel"}),
+        ("tdgs", {"granularity": "layer"}),
+        ("mixed", {"granularity": "layer"}),
+        ("gated", {}),
+    ],
+)
 def test_options_reach_every_pooler_and_the_dtype_is_kept(name, options):
     model = replace_pooling(_network("resnet18").double(), name, **options)
     model(torch.rand(2, 3, 32, 32, dtype=torch.float64))
@@ -118,14 +125,20 @@ def test_average_pools_are_taken_only_where_a_pooler_means_the_same(pool, match)
     with pytest.raises(ValueError, match=match):
         replace_pooling(model, "avg", types=(nn.AvgPool2d, nn.AdaptiveAvgPool2d))
     assert model[1] is pool
-    model = replace_pooling(nn.Sequential(nn.AvgPool2d(3, 2, padding=1, count_include_pad=False)), "avg", types=(nn.AvgPool2d,))
+    model = replace_pooling(
+        nn.Sequential(nn.AvgPool2d(3, 2, padding=1, count_include_pad=False)), "avg", types=(nn.AvgPool2d,)
+    )
     x = torch.rand(2, 3, 9, 9)
     torch.testing.assert_close(model(x), nn.functional.avg_pool2d(x, 3, 2, 1, count_include_pad=False))
 
 
 def test_bad_pooler_name_or_option_is_refused_before_anything_changes():
     model = _network("resnet18")
-    for name, options, match in [("tdgss", {}, "tdgss"), ("tdgs", {"t0": -1}, "t0"), ("max", {"grid_size": 4}, "grid_size")]:
+    for name, options, match in [
+        ("tdgss", {}, "tdgss"),
+        ("tdgs", {"t0": -1}, "t0"),
+        ("max", {"grid_size": 4}, "grid_size"),
+    ]:
         with pytest.raises(ValueError, match=match):
             replace_pooling(model, name, **options)
     assert isinstance(model.maxpool, nn.MaxPool2d)

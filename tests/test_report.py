@@ -17,7 +17,13 @@ from tdgs.report.main import build_report
 from tdgs.report.stats import mean_std, welch
 
 BIN = Path(sys.executable).parent
-SMALL = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "trainer.epochs=2", "trainer.progress=false"]
+SMALL = [
+    "dataset=synthetic",
+    "dataset.train_size=256",
+    "dataset.test_size=128",
+    "trainer.epochs=2",
+    "trainer.progress=false",
+]
 
 
 def test_welch_matches_scipy():
@@ -46,10 +52,14 @@ def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     env = {**os.environ, "TDGS_DATA_DIR": str(root / "data")}
     args = [*SMALL, "pooler=max,tdgs", "seed=0,1", f"hydra.sweep.dir={root / 'runs'}"]
-    done = subprocess.run([BIN / "tdgs-train", "-m", *args], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [BIN / "tdgs-train", "-m", *args], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     extra = [*SMALL, "pooler=tdgs", "pooler.t0=0.5", "seed=0,1", f"hydra.sweep.dir={root / 'runs_t0'}"]
-    done = subprocess.run([BIN / "tdgs-train", "-m", *extra], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [BIN / "tdgs-train", "-m", *extra], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     broken = root / "runs" / "broken"
     runs = sorted(p.parent for p in (root / "runs").glob("*/summary.csv"))
@@ -84,11 +94,20 @@ def test_collect_keeps_every_problem_with_its_reason(sweep):
 
 def test_report_writes_every_table_and_figure(sweep, tmp_path):
     out = tmp_path / "report"
-    done = subprocess.run([BIN / "tdgs-report", str(sweep), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [BIN / "tdgs-report", str(sweep), "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     report = (out / "report.md").read_text()
     assert report in done.stdout
-    for section in ("The deck's table", "initial temperature t0", "All poolers", "Learned temperatures", "Every configuration", "Problems"):
+    for section in (
+        "The deck's table",
+        "initial temperature t0",
+        "All poolers",
+        "Learned temperatures",
+        "Every configuration",
+        "Problems",
+    ):
         assert section in report
     for name in ("corrupt", "killed", "failed", "empty_metrics"):
         assert f"broken/{name}" in report
@@ -121,21 +140,41 @@ def test_report_refuses_a_missing_folder(tmp_path):
 def test_runs_of_different_networks_are_never_pooled(tmp_path):
     """Each (dataset, model, epochs) is a setting of its own; the deck's numbers sit beside the
     deck's CNN only; a summary.csv from before model= existed counts as the deck's CNN."""
-    rows = [("deck_cnn", "max", 98.0), ("deck_cnn", "tdgs", 99.0), ("resnet18", "max", 90.0), ("resnet18", "tdgs", 91.0)]
+    rows = [
+        ("deck_cnn", "max", 98.0),
+        ("deck_cnn", "tdgs", 99.0),
+        ("resnet18", "max", 90.0),
+        ("resnet18", "tdgs", 91.0),
+    ]
     for i, (model, pooler, acc) in enumerate(rows * 2):
         folder = tmp_path / f"run{i}"
         folder.mkdir()
-        summary = {"dataset": "mnist", "model": model, "pooler": pooler, "seed": i, "epochs": 10, "test_acc": acc + i / 10, "status": "completed"}
+        summary = {
+            "dataset": "mnist",
+            "model": model,
+            "pooler": pooler,
+            "seed": i,
+            "epochs": 10,
+            "test_acc": acc + i / 10,
+            "status": "completed",
+        }
         if model == "deck_cnn" and i >= 4:
             del summary["model"]  # an old run
         pd.DataFrame([summary]).to_csv(folder / "summary.csv", index=False)
         pd.DataFrame([{"epoch": 10, "test_acc": acc}]).to_csv(folder / "metrics.csv", index=False)
-        pd.DataFrame([{"layer": 1, "channel": 0, "row": 0, "col": 0, "temperature": 1.0}]).to_csv(folder / "temperatures.csv", index=False)
+        pd.DataFrame([{"layer": 1, "channel": 0, "row": 0, "col": 0, "temperature": 1.0}]).to_csv(
+            folder / "temperatures.csv", index=False
+        )
     from tdgs.report.plots import temperature_histograms
     from tdgs.report.tables import all_poolers_table, deck_table
 
     numbers, _ = all_poolers_table(collect([tmp_path]))
-    assert list(zip(numbers.model, numbers.pooler, numbers.n)) == [("deck_cnn", "max", 2), ("deck_cnn", "tdgs", 2), ("resnet18", "max", 2), ("resnet18", "tdgs", 2)]
+    assert list(zip(numbers.model, numbers.pooler, numbers.n)) == [
+        ("deck_cnn", "max", 2),
+        ("deck_cnn", "tdgs", 2),
+        ("resnet18", "max", 2),
+        ("resnet18", "tdgs", 2),
+    ]
     assert numbers.set_index(["model", "pooler"]).loc[("resnet18", "tdgs"), "diff"] == pytest.approx(91.5 - 90.4)
     numbers, text = deck_table(collect([tmp_path]))
     assert numbers.deck.tolist()[:2] == [98.96, 99.24] and numbers.deck.iloc[2:].isna().all()

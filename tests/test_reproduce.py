@@ -17,10 +17,19 @@ EXPECTED = {"deck_table": 4, "temperature_init": 18, "all_poolers": 14, "tdgs_ab
 
 def test_a_killed_smoke_reproduction_resumes_to_every_run_once_and_the_report(tmp_path):
     out = tmp_path / "reproduce"
-    env = {**os.environ, "TDGS_REPRODUCE_DIR": str(out), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "TDGS_DATA_DIR": str(tmp_path / "data")}
-    started = subprocess.Popen(["bash", SCRIPT, "--smoke", "dataset.train_size=256", "dataset.test_size=128"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {
+        **os.environ,
+        "TDGS_REPRODUCE_DIR": str(out),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "TDGS_DATA_DIR": str(tmp_path / "data"),
+    }
+    started = subprocess.Popen(
+        ["bash", SCRIPT, "--smoke", "dataset.train_size=256", "dataset.test_size=128"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 600
     while len(list(out.rglob("summary.csv"))) < 10:  # deck_table done, temperature_init under way
         assert started.poll() is None and time.time() < deadline, "the reproduction ended before it was killed"
@@ -44,7 +53,10 @@ def test_a_killed_smoke_reproduction_resumes_to_every_run_once_and_the_report(tm
 
 def test_resume_needs_a_reproduction_folder(tmp_path):
     done = subprocess.run(["bash", SCRIPT, "--resume", str(tmp_path)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and done.stderr.strip() == f"reproduce: {tmp_path} holds no reproduction to resume (no reproduce.args)"
+    assert (
+        done.returncode == 2
+        and done.stderr.strip() == f"reproduce: {tmp_path} holds no reproduction to resume (no reproduce.args)"
+    )
 
 
 def test_without_tdgs_train_on_path_it_says_so_in_one_line(tmp_path):

@@ -1,13 +1,13 @@
-"""What each non-TDGS pooler computes (SPEC.md section 1), beyond the shared battery."""
+"""What each non-TDGS pooler computes (docs/design.md), beyond the shared battery."""
 
 import itertools
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import KERNEL_BACKENDS, TRITON_DEVICE
 from scipy.stats import chisquare
 
-from conftest import KERNEL_BACKENDS, TRITON_DEVICE
 from tdgs.pooling import backend, create_pooler, s3_pool2d
 from tdgs.pooling.s3 import kernel_lines, sampled_lines
 
@@ -68,6 +68,7 @@ def test_gated_layer_shares_one_mask():
 
 # ----- stochastic (Zeiler & Fergus 2013) -----
 
+
 def test_stochastic_picks_with_probability_proportional_to_value(kernels):
     values = torch.tensor([1.0, 2.0, 3.0, 4.0], device=kernels)
     x = values.view(1, 1, 2, 2).repeat(20000, 1, 1, 1)
@@ -112,6 +113,7 @@ def test_stochastic_gradient_reaches_only_the_sampled_element():
 
 
 # ----- S3Pool (Zhai et al. 2017) -----
+
 
 def _stride1_max_map(x, k=2):
     """Max over the k x k window starting at each (i, j), clipped at the bottom/right edge."""

@@ -7,11 +7,11 @@ import subprocess
 
 import pandas as pd
 import pytest
-
-import tdgs.results
 from conftest import TRAIN
 from test_data import make_idx_folder
 from test_reliability import assert_refused_in_one_line
+
+import tdgs.results
 from tdgs.data.vision import IDX_FILES
 
 SMALL = ["trainer.epochs=1", "trainer.progress=false", "pooler=max"]
@@ -25,8 +25,16 @@ def run(*args, cwd):
 def test_six_parallel_jobs_prepare_one_empty_data_folder(tmp_path):
     """The jobs stage the .gz files into the shared folder together: each file once, none half-written."""
     make_idx_folder(tmp_path / "source", gz=True)
-    args = ["-m", *SMALL, "dataset=fashion_mnist", f"dataset.source={tmp_path / 'source'}", f"dataset.root={tmp_path / 'data'}",
-            "seed=0,1,2,3,4,5", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=6"]
+    args = [
+        "-m",
+        *SMALL,
+        "dataset=fashion_mnist",
+        f"dataset.source={tmp_path / 'source'}",
+        f"dataset.root={tmp_path / 'data'}",
+        "seed=0,1,2,3,4,5",
+        "hydra/launcher=local_parallel",
+        "hydra.launcher.n_jobs=6",
+    ]
     for attempt in ("empty data folder", "files already there"):
         sweep = tmp_path / attempt.replace(" ", "_")
         done = run(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
@@ -41,15 +49,32 @@ def test_a_truncated_data_file_is_one_line(tmp_path, monkeypatch, capfd):
     raw = tmp_path / "data" / "MNIST" / "raw"
     make_idx_folder(raw, gz=False)
     (raw / IDX_FILES[2]).write_bytes((raw / IDX_FILES[2]).read_bytes()[:1000])
-    message = f"{raw / IDX_FILES[2]} is damaged or incomplete: its header promises 3936 bytes, it holds 1000; delete it to fetch it again"
-    assert_refused_in_one_line(["dataset=mnist", f"dataset.root={tmp_path / 'data'}", "dataset.download=false"], message,
-                               tmp_path=tmp_path, monkeypatch=monkeypatch, capfd=capfd, code=1)
+    message = (
+        f"{raw / IDX_FILES[2]} is damaged or incomplete: its header promises 3936 bytes, it holds 1000; "
+        "delete it to fetch it again"
+    )
+    assert_refused_in_one_line(
+        ["dataset=mnist", f"dataset.root={tmp_path / 'data'}", "dataset.download=false"],
+        message,
+        tmp_path=tmp_path,
+        monkeypatch=monkeypatch,
+        capfd=capfd,
+        code=1,
+    )
 
 
 def test_resume_over_a_sweep_folder_skips_completed_jobs_resumes_interrupted_runs_missing(tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["-m", *SMALL, "dataset=synthetic", "dataset.train_size=256", "dataset.test_size=64", "trainer.epochs=2",
-            "seed=0,1,2", f"hydra.sweep.dir={sweep}"]
+    args = [
+        "-m",
+        *SMALL,
+        "dataset=synthetic",
+        "dataset.train_size=256",
+        "dataset.test_size=64",
+        "trainer.epochs=2",
+        "seed=0,1,2",
+        f"hydra.sweep.dir={sweep}",
+    ]
     assert run(*args, cwd=tmp_path).returncode == 0
     completed, interrupted, missing = (sweep / f"{i}_synthetic_max_seed{i}" for i in range(3))
     kept = {name: (completed / name).stat().st_mtime_ns for name in ("summary.csv", "metrics.csv", "checkpoint.pt")}
@@ -70,9 +95,17 @@ def test_resume_over_a_sweep_folder_skips_completed_jobs_resumes_interrupted_run
 def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path, monkeypatch, capfd):
     (tmp_path / "a_file").write_text("not a folder")
     run_dir = tmp_path / "a_file" / "run"
-    message = f"hydra.run.dir={run_dir} cannot be written (Not a directory); choose another folder, e.g. hydra.run.dir=DIR"
-    assert_refused_in_one_line(["dataset=synthetic", f"hydra.run.dir={run_dir}"], message,
-                               tmp_path=tmp_path, monkeypatch=monkeypatch, capfd=capfd, code=1)
+    message = (
+        f"hydra.run.dir={run_dir} cannot be written (Not a directory); choose another folder, e.g. hydra.run.dir=DIR"
+    )
+    assert_refused_in_one_line(
+        ["dataset=synthetic", f"hydra.run.dir={run_dir}"],
+        message,
+        tmp_path=tmp_path,
+        monkeypatch=monkeypatch,
+        capfd=capfd,
+        code=1,
+    )
 
 
 @pytest.mark.parametrize("failing", ["metrics.csv", "every file"])
@@ -86,9 +119,16 @@ def test_a_full_disk_stops_the_run_in_one_line_and_never_half_writes_a_result(tm
 
     monkeypatch.setattr(tdgs.results.os, "replace", full_disk)
     run_dir = tmp_path / "run"
-    message = f"cannot write {run_dir / ('metrics.csv' if failing == 'metrics.csv' else 'config.yaml')}: No space left on device"
-    assert_refused_in_one_line(["dataset=synthetic", "dataset.train_size=128", *SMALL, f"hydra.run.dir={run_dir}"], message,
-                               tmp_path=tmp_path, monkeypatch=monkeypatch, capfd=capfd, code=1)
+    written = run_dir / ("metrics.csv" if failing == "metrics.csv" else "config.yaml")
+    message = f"cannot write {written}: No space left on device"
+    assert_refused_in_one_line(
+        ["dataset=synthetic", "dataset.train_size=128", *SMALL, f"hydra.run.dir={run_dir}"],
+        message,
+        tmp_path=tmp_path,
+        monkeypatch=monkeypatch,
+        capfd=capfd,
+        code=1,
+    )
     assert not list(run_dir.glob(".*.partial"))
     if failing == "every file":
         assert not (run_dir / "summary.csv").exists()

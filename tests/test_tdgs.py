@@ -1,4 +1,4 @@
-"""TDGS semantics (SPEC.md section 2): the reference Gumbel-softmax, sampling law, limits,
+"""TDGS semantics (docs/design.md): the reference Gumbel-softmax, sampling law, limits,
 evaluation modes, normalisations, temperatures and their lazy sizing."""
 
 import pytest
@@ -19,7 +19,7 @@ def _windows(x):
 
 
 def _normalized(a, normalize):
-    """SPEC.md's normalisations, written out independently of the package."""
+    """The normalisations of docs/design.md, written out independently of the package."""
     if normalize == "none":
         return a
     if normalize == "l1":

@@ -2,16 +2,16 @@
 temporary folder, on the synthetic set in both geometries and on the digits set."""
 
 import os
-from pathlib import Path
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TRAIN
 import yaml
+from conftest import TRAIN
 
-SPEC_SUMMARY = {"dataset", "pooler", "t0", "seed", "epochs", "test_acc", "best_test_acc", "train_seconds", "status"}
-SPEC_METRICS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"}
+REQUIRED_SUMMARY = {"dataset", "pooler", "t0", "seed", "epochs", "test_acc", "best_test_acc", "train_seconds", "status"}
+REQUIRED_METRICS = {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"}
 SMALL = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "trainer.epochs=2"]
 
 
@@ -29,12 +29,12 @@ def test_single_run_writes_the_run_folder(tmp_path, pooler, geometry, extra_colu
     result = run_train(*SMALL, f"pooler={pooler}", f"dataset.geometry={geometry}", f"hydra.run.dir={run}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = pd.read_csv(run / "summary.csv")
-    assert len(summary) == 1 and SPEC_SUMMARY <= set(summary.columns)
+    assert len(summary) == 1 and REQUIRED_SUMMARY <= set(summary.columns)
     row = summary.iloc[0]
     assert (row.dataset, row.pooler, row.status, row.epochs, row.seed) == ("synthetic", pooler, "completed", 2, 0)
     assert 0 <= row.test_acc <= 100 and row.best_test_acc >= row.test_acc
     metrics = pd.read_csv(run / "metrics.csv")
-    assert metrics.epoch.tolist() == [1, 2] and SPEC_METRICS <= set(metrics.columns)
+    assert metrics.epoch.tolist() == [1, 2] and REQUIRED_METRICS <= set(metrics.columns)
     assert extra_columns in metrics.columns
     assert metrics.test_acc.iloc[-1] == row.test_acc
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -74,7 +74,7 @@ def test_offline_dataset_error_is_one_clear_line(tmp_path):
     assert result.returncode == 1
     output = result.stdout + result.stderr
     assert "Traceback" not in output
-    (line,) = [l for l in output.splitlines() if "missing" in l]
+    (line,) = [text for text in output.splitlines() if "missing" in text]
     assert "train-images-idx3-ubyte" in line and str(tmp_path / "data" / "MNIST" / "raw") in line
 
 
@@ -86,7 +86,10 @@ def test_help_introduces_tdgs_train_with_the_readme_examples_and_each_dataset_it
     examples = [line.strip() for line in usage.splitlines() if line.strip().startswith("tdgs-train")]
     assert len(examples) >= 5 and all(example in readme for example in examples)  # the same commands as the README
     groups = shown.stdout.split("== Groups: group=option ==")[1].split("==")[0]
-    assert "model: deck_cnn, resnet18, vgg11_bn" in groups and "pooler: avg, gated, max, mixed, s3, stochastic, tdgs" in groups
+    assert (
+        "model: deck_cnn, resnet18, vgg11_bn" in groups
+        and "pooler: avg, gated, max, mixed, s3, stochastic, tdgs" in groups
+    )
     assert "schema" not in groups
     digits = yaml.safe_load(shown.stdout.split("key=value ==")[1].split("\n\n")[0])["dataset"]
     assert digits == {"name": "digits", "seed": 0}

@@ -11,17 +11,32 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from test_reliability import _compose, assert_refused_in_one_line, run_train
 
 import tdgs.step
 from tdgs.model import PoolingCNN
 from tdgs.step import COMPILE_CHOICES, PRECISIONS, TrainStep, make_adam, resolve_mode
 from tdgs.train import TrainingDiverged, train
 from tdgs.validate import ConfigError, validate
-from test_reliability import _compose, assert_refused_in_one_line, run_train
 
 # the CPU tests run on the CPU also where a GPU is (device=cpu): their expectations are the CPU's
-SMALL = ["dataset=synthetic", "dataset.train_size=256", "dataset.test_size=128", "trainer.epochs=1", "trainer.progress=false", "device=cpu"]
-EASY = ["dataset=synthetic", "dataset.train_size=512", "dataset.test_size=256", "trainer.epochs=4", "trainer.lr=0.01", "pooler=max", "device=cpu"]
+SMALL = [
+    "dataset=synthetic",
+    "dataset.train_size=256",
+    "dataset.test_size=128",
+    "trainer.epochs=1",
+    "trainer.progress=false",
+    "device=cpu",
+]
+EASY = [
+    "dataset=synthetic",
+    "dataset.train_size=512",
+    "dataset.test_size=256",
+    "trainer.epochs=4",
+    "trainer.lr=0.01",
+    "pooler=max",
+    "device=cpu",
+]
 CPU = torch.device("cpu")
 
 
@@ -39,7 +54,9 @@ def _data(count=200, seed=0):
 
 def _step(model, images, labels, *, precision="32", mode="none", device=CPU, batch_size=64):
     optimizer = make_adam(model.parameters(), 1e-3, device=device, mode=mode)
-    return TrainStep(model, optimizer, images, labels, batch_size=batch_size, precision=precision, mode=mode, device=device)
+    return TrainStep(
+        model, optimizer, images, labels, batch_size=batch_size, precision=precision, mode=mode, device=device
+    )
 
 
 def test_the_defaults_are_float32_and_auto():
@@ -51,13 +68,20 @@ def test_the_defaults_are_float32_and_auto():
 
 def test_every_precision_trains_end_to_end_on_the_cpu(tmp_path):
     sweep = tmp_path / "sweep"  # one process (a sweep) for the three runs: start-up is most of a run's time
-    done = run_train("-m", *SMALL, f"trainer.precision={','.join(PRECISIONS)}", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    done = run_train(
+        "-m", *SMALL, f"trainer.precision={','.join(PRECISIONS)}", f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     runs = sorted(sweep.glob("*_synthetic_tdgs_seed0"))
     assert len(runs) == len(PRECISIONS)
     for run, precision in zip(runs, PRECISIONS):  # `trainer.precision=32` arrives as the string "32"
         summary = pd.read_csv(run / "summary.csv", dtype={"precision": str}).iloc[0]
-        assert (summary.status, summary.device, summary.precision, summary["compile"]) == ("completed", "cpu", precision, "none")
+        assert (summary.status, summary.device, summary.precision, summary["compile"]) == (
+            "completed",
+            "cpu",
+            precision,
+            "none",
+        )
         columns = list(summary.index)
         assert columns[columns.index("device") + 1 : columns.index("device") + 3] == ["precision", "compile"]
         metrics = pd.read_csv(run / "metrics.csv")
@@ -193,9 +217,14 @@ def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch, device):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
     supported = {"bf16": False}
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: supported["bf16"] and not including_emulation)
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: supported["bf16"] and not including_emulation
+    )
     cfg = _compose("dataset=synthetic", f"device={device}", "trainer.precision=bf16-mixed")
-    message = "trainer.precision=bf16-mixed but Tesla V100-SXM2-16GB has no native bfloat16; use trainer.precision=16-mixed or 32"
+    message = (
+        "trainer.precision=bf16-mixed but Tesla V100-SXM2-16GB has no native bfloat16; "
+        "use trainer.precision=16-mixed or 32"
+    )
     with pytest.raises(ConfigError) as error:
         validate(cfg)
     assert str(error.value) == message
@@ -220,7 +249,10 @@ def test_the_graph_step_trains_as_the_eager_step_does_with_a_partial_last_batch(
     images, labels = (t.to(device) for t in _data(200))  # batches of 64, 64, 64 and 8
     torch.manual_seed(0)
     model = PoolingCNN("max", (1, 28, 28), 10).to(device)
-    steps = {mode: _step(copy.deepcopy(model), images, labels, precision=precision, mode=mode, device=device) for mode in ("none", "graph")}
+    steps = {
+        mode: _step(copy.deepcopy(model), images, labels, precision=precision, mode=mode, device=device)
+        for mode in ("none", "graph")
+    }
     generator = torch.Generator().manual_seed(0)
     for epoch in range(3):  # warm-up in epoch 1, the capture in epoch 2
         order = torch.randperm(200, generator=generator).to(device)
@@ -232,7 +264,9 @@ def test_the_graph_step_trains_as_the_eager_step_does_with_a_partial_last_batch(
         graph, eager = totals["graph"], totals["none"]
         assert graph.images == 200 or graph.skipped_steps, epoch  # every image, once
         assert (graph.images, graph.skipped_steps) == (eager.images, eager.skipped_steps), epoch
-        assert abs(graph.correct - eager.correct) <= 2 and graph.loss_sum == pytest.approx(eager.loss_sum, rel=1e-3), epoch
+        assert abs(graph.correct - eager.correct) <= 2 and graph.loss_sum == pytest.approx(eager.loss_sum, rel=1e-3), (
+            epoch
+        )
     graph, eager = steps["graph"], steps["none"]
     assert graph.graph is not None and graph.mode == "graph"
     mine = torch.cat([p.flatten() for p in graph.model.parameters()])
@@ -244,7 +278,14 @@ def test_the_graph_step_trains_as_the_eager_step_does_with_a_partial_last_batch(
 @pytest.mark.parametrize("precision", list(PRECISIONS))
 def test_graph_mode_trains_three_epochs_as_eager_mode_does(tmp_path, monkeypatch, precision):
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # train() sets it
-    args = ["dataset=synthetic", "dataset.train_size=1000", "dataset.test_size=500", "trainer.epochs=3", "pooler=max", "device=cuda"]
+    args = [
+        "dataset=synthetic",
+        "dataset.train_size=1000",
+        "dataset.test_size=500",
+        "trainer.epochs=3",
+        "pooler=max",
+        "device=cuda",
+    ]
     results = {}
     for mode in ("none", "graph"):
         summary = train(_compose(*args, f"trainer.compile={mode}", f"trainer.precision={precision}"), tmp_path / mode)

@@ -1,4 +1,4 @@
-"""The poolers of SPEC.md sections 1-2: one pure function and one thin module each, a registry
+"""The poolers (docs/design.md): one pure function and one thin module each, a registry
 (:data:`POOLERS`), a factory (:func:`create_pooler`), and :func:`replace_pooling`, which puts a
 pooler in place of a network's ``nn.MaxPool2d`` layers."""
 
@@ -9,10 +9,10 @@ import inspect
 from torch import nn
 
 from .base import Pool2d
-from .replace import replace_pooling
 from .basic import AvgPool, MaxPool
 from .gated import GatedPool, gated_pool2d
 from .mixed import MixedPool, mixed_pool2d
+from .replace import replace_pooling
 from .s3 import S3Pool, s3_pool2d
 from .stochastic import StochasticPool, stochastic_pool2d
 from .tdgs import TDGSPool, tdgs_pool2d
@@ -44,17 +44,15 @@ def create_pooler(name: str, channels: int | None = None, **options) -> nn.Modul
     (``None``: taken from the first input).
 
     Example:
-        >>> create_pooler("tdgs", 16, t0=0.5, granularity="channel")
-        TDGSPool(channels=16, kernel_size=2, stride=2, padding=0, t0=0.5, granularity='channel', eps=0.1, rectifier='relu', normalize='l2', hard=True, eval_mode='expectation')
+        >>> create_pooler("tdgs", 16, t0=0.5, granularity="channel").temperature.shape
+        torch.Size([16, 1, 1])
     """
     if name not in POOLERS:
         raise ValueError(f"pooler must be one of {', '.join(map(repr, POOLERS))}, but got {name!r}")
     allowed = pooler_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(
-            f"pooler {name!r} takes the options {', '.join(allowed)}, but got {', '.join(unknown)}"
-        )
+        raise ValueError(f"pooler {name!r} takes the options {', '.join(allowed)}, but got {', '.join(unknown)}")
     return POOLERS[name](channels, **options)
 
 

@@ -45,9 +45,7 @@ class Pool2d(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"input must have shape (B, C, H, W), but got shape {tuple(x.shape)}")
         if self.channels is not None and x.shape[1] != self.channels:
-            raise ValueError(
-                f"input has {x.shape[1]} channels, but this pooler was built for channels={self.channels}"
-            )
+            raise ValueError(f"input has {x.shape[1]} channels, but this pooler was built for channels={self.channels}")
         return pooled_size(x.shape[2], x.shape[3], self.kernel_size, self.stride, self.padding)
 
     @property
@@ -56,9 +54,7 @@ class Pool2d(nn.Module):
         return {"kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding}
 
     def extra_repr(self) -> str:
-        return (
-            f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
-        )
+        return f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 class LazyChannels(LazyModuleMixin):
@@ -79,7 +75,7 @@ class LazyChannels(LazyModuleMixin):
             self.materialize(x)
 
     @staticmethod
-    def _channels_from_state(module: "LazyChannels", incompatible_keys) -> None:
+    def _channels_from_state(module: LazyChannels, incompatible_keys) -> None:
         """A state_dict sized the parameters instead of an input: they say how many channels."""
         if module.channels is None and not module.has_uninitialized_params():
             module.channels = module.channel_rows()

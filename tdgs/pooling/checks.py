@@ -21,12 +21,7 @@ def check_positive_int(name: str, value: object) -> int:
 
 
 def check_positive_float(name: str, value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, but got {value!r}")
     return float(value)
 
@@ -37,13 +32,17 @@ def check_bool(name: str, value: object) -> bool:
     return value
 
 
-def check_window(kernel_size: object, stride: object, padding: object, dilation: object, ceil_mode: object) -> tuple[int, int, int]:
+def check_window(
+    kernel_size: object, stride: object, padding: object, dilation: object, ceil_mode: object
+) -> tuple[int, int, int]:
     """``nn.MaxPool2d``'s window arguments as the poolers take them: (kernel_size, stride, padding),
     positive integers and a padding of at most half the window; no dilation, no ceil_mode."""
     kernel_size = check_positive_int("kernel_size", kernel_size)
     stride = check_positive_int("stride", stride)
     if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding <= kernel_size // 2:
-        raise ValueError(f"padding must be an integer from 0 to kernel_size // 2 = {kernel_size // 2}, but got {padding!r}")
+        raise ValueError(
+            f"padding must be an integer from 0 to kernel_size // 2 = {kernel_size // 2}, but got {padding!r}"
+        )
     if dilation != 1:
         raise ValueError(f"dilation must be 1 (the poolers do not dilate their windows), but got {dilation!r}")
     if ceil_mode is not False:

@@ -42,7 +42,9 @@ def _machine_tag() -> str:
     text = platform.machine()
     with contextlib.suppress(OSError):
         text += "".join(
-            line for line in Path("/proc/cpuinfo").read_text().splitlines()[:40] if line.startswith(("model name", "flags"))
+            line
+            for line in Path("/proc/cpuinfo").read_text().splitlines()[:40]
+            if line.startswith(("model name", "flags"))
         )
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
@@ -166,7 +168,9 @@ def gated_backward(grad, x, mask, bias, kernel_size, stride, padding):
     """(d/dx, per plane (B*C, k*k + 1): the sums of d/dmask and, last, d/dbias; (B*C, 1) without a mask)."""
     has_mask = mask is not None
     mask, bias = _gate_parameters(x, mask, bias, kernel_size)
-    grad_x, per_plane = _ops().gated_backward(grad.contiguous(), _padded(x, padding), mask, bias, kernel_size, stride, padding)
+    grad_x, per_plane = _ops().gated_backward(
+        grad.contiguous(), _padded(x, padding), mask, bias, kernel_size, stride, padding
+    )
     return _unpadded(grad_x, x, padding), per_plane if has_mask else per_plane[:, -1:].contiguous()
 
 
@@ -176,7 +180,9 @@ def stochastic_forward(x, seed, kernel_size, stride, padding, training):
 
 
 def stochastic_backward(grad, x, seed, kernel_size, stride, padding, training):
-    grad_x = _ops().stochastic_backward(grad.contiguous(), _padded(x, padding), int(seed), kernel_size, stride, training)
+    grad_x = _ops().stochastic_backward(
+        grad.contiguous(), _padded(x, padding), int(seed), kernel_size, stride, training
+    )
     return _unpadded(grad_x, x, padding)
 
 
@@ -199,7 +205,9 @@ def _top_left_padded(x: torch.Tensor, padding: int) -> torch.Tensor:
 
 
 def s3_forward(x, seed, kernel_size, stride, padding, grid_size, training):
-    rows, cols, repeat, out_h, out_w = _s3_geometry(*x.shape[2:], seed, kernel_size, stride, padding, grid_size, training)
+    rows, cols, repeat, out_h, out_w = _s3_geometry(
+        *x.shape[2:], seed, kernel_size, stride, padding, grid_size, training
+    )
     out = _ops().s3_forward(_top_left_padded(x, padding), rows, cols, kernel_size, repeat, out_h, out_w)
     return _like(out, x)
 

@@ -27,7 +27,9 @@ def gate_map(
     Shape: (B, C, H, W) -> (B, C, Ho, Wo)."""
     channels = x.shape[1]
     weight = mask.view(-1, 1, kernel_size, kernel_size).expand(channels, 1, kernel_size, kernel_size)
-    logit = F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype).expand(channels), stride=stride, padding=padding, groups=channels)
+    logit = F.conv2d(
+        x, weight.to(x.dtype), bias.to(x.dtype).expand(channels), stride=stride, padding=padding, groups=channels
+    )
     return torch.sigmoid(logit)
 
 

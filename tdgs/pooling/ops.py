@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -25,7 +24,9 @@ from .windows import memory_format, pooled_empty, pooled_size
 def _kernels(x: Tensor):
     name = backend.kernels_for(x)
     if name is None:
-        raise RuntimeError(f"no TDGS pooling kernel runs {x.dtype} tensors on {x.device} with TDGS_BACKEND={backend.selected()}")
+        raise RuntimeError(
+            f"no TDGS pooling kernel runs {x.dtype} tensors on {x.device} with TDGS_BACKEND={backend.selected()}"
+        )
     return backend.module(name)
 
 
@@ -56,8 +57,16 @@ def _per_window_grad_fake(x: Tensor, kernel_size: int, stride: int, padding: int
 
 @torch.library.custom_op("tdgs::tdgs_pool", mutates_args=())
 def tdgs_pool(
-    x: Tensor, theta: Tensor, seed: Tensor, kernel_size: int, stride: int, padding: int, normalize: str, mode: str,
-    rectifier: str, eps: float,
+    x: Tensor,
+    theta: Tensor,
+    seed: Tensor,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    normalize: str,
+    mode: str,
+    rectifier: str,
+    eps: float,
 ) -> Tensor:
     """TDGS pooling with the temperature ``T = rectifier(theta) + eps`` (``rectifier`` ``none``,
     ``relu`` or ``softplus``); ``mode``: ``hard``/``soft`` (samples with key ``seed``),
@@ -72,11 +81,22 @@ def _(x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier, 
 
 @torch.library.custom_op("tdgs::tdgs_pool_backward", mutates_args=())
 def tdgs_pool_backward(
-    grad: Tensor, x: Tensor, theta: Tensor, seed: Tensor, kernel_size: int, stride: int, padding: int, normalize: str,
-    mode: str, rectifier: str, eps: float,
+    grad: Tensor,
+    x: Tensor,
+    theta: Tensor,
+    seed: Tensor,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    normalize: str,
+    mode: str,
+    rectifier: str,
+    eps: float,
 ) -> tuple[Tensor, Tensor]:
     """(d/dx, d/dtheta of every window, (B, C, Ho, Wo)), regenerating the forward pass's noise from ``seed``."""
-    return _kernels(x).tdgs_backward(grad, x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier, eps)
+    return _kernels(x).tdgs_backward(
+        grad, x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier, eps
+    )
 
 
 @tdgs_pool_backward.register_fake
@@ -104,7 +124,7 @@ def _tdgs_backward(ctx, grad):
 
 
 @torch.library.custom_op("tdgs::gated_pool", mutates_args=())
-def gated_pool(x: Tensor, mask: Optional[Tensor], bias: Tensor, kernel_size: int, stride: int, padding: int) -> Tensor:
+def gated_pool(x: Tensor, mask: Tensor | None, bias: Tensor, kernel_size: int, stride: int, padding: int) -> Tensor:
     """Gated pooling with ``mask`` (R, k*k) and ``bias`` (R,), R = C or 1; mixed pooling without a mask."""
     return _kernels(x).gated_forward(x, mask, bias, kernel_size, stride, padding)
 
@@ -116,7 +136,7 @@ def _(x, mask, bias, kernel_size, stride, padding):
 
 @torch.library.custom_op("tdgs::gated_pool_backward", mutates_args=())
 def gated_pool_backward(
-    grad: Tensor, x: Tensor, mask: Optional[Tensor], bias: Tensor, kernel_size: int, stride: int, padding: int
+    grad: Tensor, x: Tensor, mask: Tensor | None, bias: Tensor, kernel_size: int, stride: int, padding: int
 ) -> tuple[Tensor, Tensor]:
     """(d/dx, per plane (B*C, k*k + 1): d/dmask summed over the plane and, last, d/dbias; (B*C, 1)
     without a mask)."""
@@ -188,7 +208,9 @@ def _input_only_backward(ctx, grad):
 
 
 @torch.library.custom_op("tdgs::s3_pool", mutates_args=())
-def s3_pool(x: Tensor, seed: Tensor, kernel_size: int, stride: int, padding: int, grid_size: int, training: bool) -> Tensor:
+def s3_pool(
+    x: Tensor, seed: Tensor, kernel_size: int, stride: int, padding: int, grid_size: int, training: bool
+) -> Tensor:
     """S3Pool: stride-1 max pooling, then the rows and columns drawn with key ``seed`` (training) or
     average pooling (evaluation)."""
     return _kernels(x).s3_forward(x, seed, kernel_size, stride, padding, grid_size, training)
@@ -229,7 +251,12 @@ class Pooling:
 TDGS = Pooling(tdgs_pool, tdgs_pool_backward, "tdgs_forward", "tdgs_backward", _tdgs_setup, _tdgs_backward)
 GATED = Pooling(gated_pool, gated_pool_backward, "gated_forward", "gated_backward", _gated_setup, _gated_backward)
 STOCHASTIC = Pooling(
-    stochastic_pool, stochastic_pool_backward, "stochastic_forward", "stochastic_backward", _input_only_setup, _input_only_backward
+    stochastic_pool,
+    stochastic_pool_backward,
+    "stochastic_forward",
+    "stochastic_backward",
+    _input_only_setup,
+    _input_only_backward,
 )
 S3 = Pooling(s3_pool, s3_pool_backward, "s3_forward", "s3_backward", _input_only_setup, _input_only_backward)
 

@@ -24,12 +24,20 @@ def window_of(pool: nn.Module, where: str) -> dict:
     if not hasattr(pool, "kernel_size"):
         raise ValueError(f"{where} ({type(pool).__name__}) has no fixed window (kernel_size) for a pooler to take")
     if getattr(pool, "divisor_override", None):
-        raise ValueError(f"{where} has divisor_override={pool.divisor_override}; the poolers divide by the positions they weigh")
+        raise ValueError(
+            f"{where} has divisor_override={pool.divisor_override}; the poolers divide by the positions they weigh"
+        )
     if getattr(pool, "count_include_pad", False) and _square(pool.padding, "padding", where):
-        raise ValueError(f"{where} counts its padding (count_include_pad=True); the poolers never weigh padded positions")
+        raise ValueError(
+            f"{where} counts its padding (count_include_pad=True); the poolers never weigh padded positions"
+        )
     kernel_size = _square(pool.kernel_size, "kernel_size", where)
     stride = _square(pool.stride if pool.stride is not None else pool.kernel_size, "stride", where)
-    window = {"kernel_size": kernel_size, "stride": stride, "padding": _square(getattr(pool, "padding", 0), "padding", where)}
+    window = {
+        "kernel_size": kernel_size,
+        "stride": stride,
+        "padding": _square(getattr(pool, "padding", 0), "padding", where),
+    }
     if _square(getattr(pool, "dilation", 1), "dilation", where) != 1:
         raise ValueError(f"{where} has dilation={pool.dilation}; the poolers do not dilate their windows")
     if getattr(pool, "ceil_mode", False):

@@ -92,7 +92,14 @@ def s3_pool2d(
 
 
 def kernel_lines(
-    seed: torch.Tensor, height: int, width: int, *, kernel_size: int = 2, stride: int = 2, padding: int = 0, grid_size: int = 4
+    seed: torch.Tensor,
+    height: int,
+    width: int,
+    *,
+    kernel_size: int = 2,
+    stride: int = 2,
+    padding: int = 0,
+    grid_size: int = 4,
 ):
     """The (rows, cols) of the (H + p) x (W + p) map that the kernels keep for key ``seed`` on an ``height x
     width`` input."""

@@ -1,5 +1,5 @@
-"""TDGS: Temperature Driven Gumbel-Softmax pooling (Bredariol, the project's slide deck; SPEC.md
-section 2). A learnable temperature ``T`` sets, per location, how close the pick of a window value
+"""TDGS: Temperature Driven Gumbel-Softmax pooling (Bredariol, the project's slide deck;
+docs/design.md). A learnable temperature ``T`` sets, per location, how close the pick of a window value
 is to max pooling (``T -> 0``) or to a uniform random pick (``T -> inf``). Sampling uses the
 Gumbel-max trick with the straight-through Gumbel-softmax gradient (Jang, Gu & Poole, ICLR 2017,
 arXiv:1611.01144; Maddison, Mnih & Teh, ICLR 2017, arXiv:1611.00712)."""
@@ -167,7 +167,9 @@ class TDGSPool(LazyChannels, Pool2d):
             if self.channels is None:
                 raise ValueError("input_size sizes the position temperatures at construction: it needs channels too")
             height, width = (check_positive_int("input_size", n) for n in input_size)
-            self.theta.materialize((self.channels, *pooled_size(height, width, self.kernel_size, self.stride, self.padding)))
+            self.theta.materialize(
+                (self.channels, *pooled_size(height, width, self.kernel_size, self.stride, self.padding))
+            )
             self._init_theta()
 
     def _init_theta(self) -> None:

@@ -12,7 +12,19 @@ from ..config import POOLER_SCHEMAS
 from ..results import CONFIG, METRICS, SUMMARY, TEMPERATURES
 
 # pooler options as summary.csv columns (tdgs.train.pooler_columns), in display order
-OPTIONS = ("t0", "granularity", "normalize", "eval_mode", "hard", "rectifier", "eps", "grid_size", "kernel_size", "stride", "padding")
+OPTIONS = (
+    "t0",
+    "granularity",
+    "normalize",
+    "eval_mode",
+    "hard",
+    "rectifier",
+    "eps",
+    "grid_size",
+    "kernel_size",
+    "stride",
+    "padding",
+)
 SETTING = ["dataset", "model", "epochs"]  # runs that differ in these are never pooled
 
 
@@ -72,7 +84,9 @@ def collect(roots: list[Path]) -> Runs:
         try:
             epochs = _read_csv(folder / METRICS)
         except Exception as error:
-            problems.append({"folder": name, "problem": f"completed, but metrics.csv unreadable ({type(error).__name__}: {error})"})
+            problems.append(
+                {"folder": name, "problem": f"completed, but metrics.csv unreadable ({type(error).__name__}: {error})"}
+            )
             continue
         summaries.append({"folder": name, "model": "deck_cnn", **summary})  # runs from before model= had the deck's CNN
         metrics.append(epochs.assign(folder=name))
@@ -80,7 +94,9 @@ def collect(roots: list[Path]) -> Runs:
             try:
                 temperatures.append(_read_csv(folder / TEMPERATURES).assign(folder=name))
             except Exception as error:
-                problems.append({"folder": name, "problem": f"temperatures.csv unreadable ({type(error).__name__}: {error})"})
+                problems.append(
+                    {"folder": name, "problem": f"temperatures.csv unreadable ({type(error).__name__}: {error})"}
+                )
     return Runs(
         summaries=pd.DataFrame(summaries),
         metrics=pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(),
@@ -104,7 +120,7 @@ def is_default(row: pd.Series) -> bool:
 
 
 def setting_label(dataset: str, model: str, epochs: int) -> str:
-    """"mnist, 10 epochs" (the deck's CNN), "cifar10, resnet18, 10 epochs" (another network)."""
+    """ "mnist, 10 epochs" (the deck's CNN), "cifar10, resnet18, 10 epochs" (another network)."""
     network = "" if model == "deck_cnn" else f"{model}, "
     return f"{dataset}, {network}{epochs} epoch{'s' * (epochs != 1)}"
 

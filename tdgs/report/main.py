@@ -37,7 +37,10 @@ def build_report(roots: list[Path], out: Path) -> str:
         sections.append("## Figures\n\n" + "\n".join(f"![{f.stem}]({f.name})" for f in figures))
     problems = runs.problems
     write_csv_atomic(out / "problems.csv", problems)
-    sections.append("## Problems\n\n" + (markdown(problems) if len(problems) else "None: every run folder completed and was readable."))
+    sections.append(
+        "## Problems\n\n"
+        + (markdown(problems) if len(problems) else "None: every run folder completed and was readable.")
+    )
     report = "\n\n".join(sections) + "\n"
     write_text_atomic(out / "report.md", report)
     return report

@@ -9,8 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from ..pooling import POOLERS  # noqa: E402
 from .collect import SETTING, Runs, default_runs, setting_label  # noqa: E402
@@ -57,7 +57,9 @@ def accuracy_vs_t0(numbers: pd.DataFrame, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for setting, d in numbers.groupby(SETTING):
         d = d.sort_values("t0")
-        line = ax.errorbar(d.t0, d["mean"], yerr=d["std"].fillna(0), marker="o", capsize=3, label=setting_label(*setting))
+        line = ax.errorbar(
+            d.t0, d["mean"], yerr=d["std"].fillna(0), marker="o", capsize=3, label=setting_label(*setting)
+        )
         best = d[d.best].iloc[0]
         ax.scatter([best.t0], [best["mean"]], s=120, facecolors="none", edgecolors=line[0].get_color(), zorder=3)
     ax.set_xscale("log")

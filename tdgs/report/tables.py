@@ -1,4 +1,4 @@
-"""The report's tables (SPEC.md section 5): each as a CSV frame (numbers) and Markdown (text)."""
+"""The report's tables (docs/reproducing.md): each as a CSV frame (numbers) and Markdown (text)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ..pooling import POOLERS
 from .collect import OPTIONS, SETTING, Runs, default_runs, is_default, setting_label
 from .stats import cell, mean_std, welch
 
-# The deck's single runs (10 epochs, t0 = 1), SPEC.md section 5.
+# The deck's single runs (10 epochs, t0 = 1).
 DECK = {("mnist", "max"): 98.96, ("mnist", "tdgs"): 99.24, ("cifar10", "max"): 70.37, ("cifar10", "tdgs"): 72.89}
 
 
@@ -35,7 +35,11 @@ def _compare_to_max(frame: pd.DataFrame, setting: tuple[str, str, int], pooler: 
     base = frame.loc[same & (frame.pooler == "max"), "test_acc"]
     mean, std, n = mean_std(acc)
     row = {**dict(zip(SETTING, setting)), "pooler": pooler, "mean": mean, "std": std, "n": n}
-    row.update(welch(acc, base) if pooler != "max" and len(base) else {"diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan})
+    row.update(
+        welch(acc, base)
+        if pooler != "max" and len(base)
+        else {"diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
+    )
     return row
 
 
@@ -84,8 +88,10 @@ def deck_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     """Per dataset (and network), max and TDGS (default options): test accuracy, difference to max
     with Welch's 95% CI and p-value, and the deck's number (the deck's CNN only)."""
     numbers, text = _comparison(runs, ["max", "tdgs"])
-    numbers["deck"] = [DECK.get((d, p), math.nan) if m == "deck_cnn" else math.nan
-                       for d, m, p in zip(numbers.dataset, numbers.model, numbers.pooler)]
+    numbers["deck"] = [
+        DECK.get((d, p), math.nan) if m == "deck_cnn" else math.nan
+        for d, m, p in zip(numbers.dataset, numbers.model, numbers.pooler)
+    ]
     text["deck (10 epochs, 1 run)"] = ["" if math.isnan(v) else f"{v:.2f}" for v in numbers.deck]
     return numbers, markdown(text)
 
@@ -145,7 +151,9 @@ def temperature_table(runs: Runs) -> tuple[pd.DataFrame, str]:
         median_T=numbers.median_T.map(lambda v: f"{v:.3g}"),
         share_below_1=numbers.share_below_1.map(lambda v: f"{100 * v:.1f}%"),
         share_above_1=numbers.share_above_1.map(lambda v: f"{100 * v:.1f}%"),
-    ).rename(columns={"median_T": "median T", "share_below_1": "T < 1 (max-like)", "share_above_1": "T > 1 (uniform-like)"})
+    ).rename(
+        columns={"median_T": "median T", "share_below_1": "T < 1 (max-like)", "share_above_1": "T > 1 (uniform-like)"}
+    )
     return numbers, markdown(text)
 
 
@@ -162,7 +170,9 @@ def configurations_table(runs: Runs) -> tuple[pd.DataFrame, str]:
         mean, std, n = mean_std(group.test_acc)
         rows.append({**dict(zip(keys, values)), "mean": mean, "std": std, "n": n})
     numbers = pd.DataFrame(rows)
-    text = numbers[keys].assign(**{"test accuracy % (mean ± std (n))": [cell(r["mean"], r["std"], r["n"]) for _, r in numbers.iterrows()]})
+    text = numbers[keys].assign(
+        **{"test accuracy % (mean ± std (n))": [cell(r["mean"], r["std"], r["n"]) for _, r in numbers.iterrows()]}
+    )
     return numbers, markdown(text)
 
 

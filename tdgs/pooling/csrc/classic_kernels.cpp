@@ -1,4 +1,4 @@
-// CPU kernels for gated/mixed, stochastic and S3 pooling (SPEC.md section 1): one pass over each
+// CPU kernels for gated/mixed, stochastic and S3 pooling (docs/design.md): one pass over each
 // window, no (B, C, Ho, Wo, k*k) copies; the backward passes recompute what they need (the
 // stochastic draw from its counter-based stream) instead of storing it.
 #include "common.h"

@@ -1,4 +1,4 @@
-// TDGS pooling on the CPU (SPEC.md section 2), one pass over each window with no (B, C, Ho, Wo, k*k)
+// TDGS pooling on the CPU (docs/design.md), one pass over each window with no (B, C, Ho, Wo, k*k)
 // copies. The Gumbel-max pick i* = argmax(z_j + g_j), g_j = -log(E_j), E_j = -log(u_j) ~ Exp(1), is
 // computed as the argmax of w_j = exp(z_j - max z) / E_j, and softmax(z + g) as w / sum(w): the same
 // numbers with one logarithm per element instead of two. The noise comes from the counter-based

@@ -24,7 +24,12 @@ from . import classic, philox, tdgs
 
 NORMALIZE_CODES = {"none": tdgs.NONE.value, "l1": tdgs.L1.value, "l2": tdgs.L2.value, "max": tdgs.MAX.value}
 RECTIFIER_CODES = {"none": tdgs.IDENTITY.value, "relu": tdgs.RELU.value, "softplus": tdgs.SOFTPLUS.value}
-MODE_CODES = {"hard": tdgs.HARD.value, "soft": tdgs.SOFT.value, "expectation": tdgs.EXPECTATION.value, "argmax": tdgs.ARGMAX.value}
+MODE_CODES = {
+    "hard": tdgs.HARD.value,
+    "soft": tdgs.SOFT.value,
+    "expectation": tdgs.EXPECTATION.value,
+    "argmax": tdgs.ARGMAX.value,
+}
 WARPS = 4
 INTERPRETED = backend.triton_interpreted()
 
@@ -62,9 +67,27 @@ def tdgs_forward(x, theta, seed, kernel_size, stride, padding, normalize, mode, 
     pad = _pad(kernel_size * kernel_size)
     block = _block(pad)
     tdgs.tdgs_forward_kernel[(triton.cdiv(windows, block),)](
-        x, t, seed, out, windows, *x.shape[1:], padding, out_h, out_w, *x.stride(), *t.stride(), *out.stride(), float(eps),
-        K=kernel_size, S=stride, KK_PAD=pad, NORMALIZE=NORMALIZE_CODES[normalize], MODE=MODE_CODES[mode],
-        RECTIFIER=RECTIFIER_CODES[rectifier], BLOCK=block, num_warps=WARPS,
+        x,
+        t,
+        seed,
+        out,
+        windows,
+        *x.shape[1:],
+        padding,
+        out_h,
+        out_w,
+        *x.stride(),
+        *t.stride(),
+        *out.stride(),
+        float(eps),
+        K=kernel_size,
+        S=stride,
+        KK_PAD=pad,
+        NORMALIZE=NORMALIZE_CODES[normalize],
+        MODE=MODE_CODES[mode],
+        RECTIFIER=RECTIFIER_CODES[rectifier],
+        BLOCK=block,
+        num_warps=WARPS,
     )
     return out
 
@@ -80,10 +103,31 @@ def tdgs_backward(grad, x, theta, seed, kernel_size, stride, padding, normalize,
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         tdgs.tdgs_backward_kernel[(triton.cdiv(windows, block),)](
-            grad, x, t, seed, grad_x, grad_t, windows, *x.shape[1:], padding, out_h, out_w, *x.stride(), *t.stride(),
-            *grad.stride(), *grad_x.stride(), float(eps), K=kernel_size, S=stride, KK_PAD=pad,
-            NORMALIZE=NORMALIZE_CODES[normalize], MODE=MODE_CODES[mode], RECTIFIER=RECTIFIER_CODES[rectifier],
-            OVERLAP=overlap, BLOCK=block, num_warps=WARPS,
+            grad,
+            x,
+            t,
+            seed,
+            grad_x,
+            grad_t,
+            windows,
+            *x.shape[1:],
+            padding,
+            out_h,
+            out_w,
+            *x.stride(),
+            *t.stride(),
+            *grad.stride(),
+            *grad_x.stride(),
+            float(eps),
+            K=kernel_size,
+            S=stride,
+            KK_PAD=pad,
+            NORMALIZE=NORMALIZE_CODES[normalize],
+            MODE=MODE_CODES[mode],
+            RECTIFIER=RECTIFIER_CODES[rectifier],
+            OVERLAP=overlap,
+            BLOCK=block,
+            num_warps=WARPS,
         )
     return grad_x.to(x.dtype), grad_t
 
@@ -95,7 +139,9 @@ def window_uniforms(seed, windows: int, window_size: int, dtype: torch.dtype = t
     out = torch.empty((windows, window_size), dtype=torch.float32, device=seed.device)
     pad = _pad(window_size)
     block = _block(pad)
-    philox.window_uniforms_kernel[(triton.cdiv(windows, block),)](seed, out, windows, WINDOW=window_size, KK_PAD=pad, BLOCK=block)
+    philox.window_uniforms_kernel[(triton.cdiv(windows, block),)](
+        seed, out, windows, WINDOW=window_size, KK_PAD=pad, BLOCK=block
+    )
     return out
 
 
@@ -113,9 +159,25 @@ def gated_forward(x, mask, bias, kernel_size, stride, padding):
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         classic.gated_forward_kernel[_grid(windows, block)](
-            x, mask_rows, bias_rows, out, windows, *x.shape[1:], padding, out_h, out_w, *x.stride(), *mask_rows.stride(),
-            *bias_rows.stride(), *out.stride(), K=kernel_size, S=stride, KK_PAD=pad, HAS_MASK=mask is not None,
-            BLOCK=block, num_warps=WARPS,
+            x,
+            mask_rows,
+            bias_rows,
+            out,
+            windows,
+            *x.shape[1:],
+            padding,
+            out_h,
+            out_w,
+            *x.stride(),
+            *mask_rows.stride(),
+            *bias_rows.stride(),
+            *out.stride(),
+            K=kernel_size,
+            S=stride,
+            KK_PAD=pad,
+            HAS_MASK=mask is not None,
+            BLOCK=block,
+            num_warps=WARPS,
         )
     return out
 
@@ -139,9 +201,28 @@ def gated_backward(grad, x, mask, bias, kernel_size, stride, padding):
         pad = _pad(kernel_size * kernel_size)
         block = min(_block(pad), triton.next_power_of_2(out_h * out_w))
         classic.gated_backward_kernel[(per_plane.shape[0],)](
-            grad, x, mask_rows, bias_rows, grad_x, per_plane, *x.shape[1:], padding, out_h, out_w, *x.stride(),
-            *mask_rows.stride(), *bias_rows.stride(), *grad.stride(), *grad_x.stride(), K=kernel_size, S=stride,
-            KK_PAD=pad, HAS_MASK=mask is not None, OVERLAP=overlap, BLOCK=max(block, 16), num_warps=WARPS,
+            grad,
+            x,
+            mask_rows,
+            bias_rows,
+            grad_x,
+            per_plane,
+            *x.shape[1:],
+            padding,
+            out_h,
+            out_w,
+            *x.stride(),
+            *mask_rows.stride(),
+            *bias_rows.stride(),
+            *grad.stride(),
+            *grad_x.stride(),
+            K=kernel_size,
+            S=stride,
+            KK_PAD=pad,
+            HAS_MASK=mask is not None,
+            OVERLAP=overlap,
+            BLOCK=max(block, 16),
+            num_warps=WARPS,
         )
     return grad_x.to(x.dtype), per_plane
 
@@ -154,8 +235,22 @@ def stochastic_forward(x, seed, kernel_size, stride, padding, training):
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         classic.stochastic_forward_kernel[_grid(windows, block)](
-            x, seed, out, windows, *x.shape[1:], padding, out_h, out_w, *x.stride(), *out.stride(), K=kernel_size, S=stride,
-            KK_PAD=pad, TRAINING=training, BLOCK=block, num_warps=WARPS,
+            x,
+            seed,
+            out,
+            windows,
+            *x.shape[1:],
+            padding,
+            out_h,
+            out_w,
+            *x.stride(),
+            *out.stride(),
+            K=kernel_size,
+            S=stride,
+            KK_PAD=pad,
+            TRAINING=training,
+            BLOCK=block,
+            num_warps=WARPS,
         )
     return out
 
@@ -168,8 +263,25 @@ def stochastic_backward(grad, x, seed, kernel_size, stride, padding, training):
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         classic.stochastic_backward_kernel[_grid(windows, block)](
-            grad, x, seed, grad_x, windows, *x.shape[1:], padding, out_h, out_w, *x.stride(), *grad.stride(), *grad_x.stride(),
-            K=kernel_size, S=stride, KK_PAD=pad, TRAINING=training, OVERLAP=overlap, BLOCK=block, num_warps=WARPS,
+            grad,
+            x,
+            seed,
+            grad_x,
+            windows,
+            *x.shape[1:],
+            padding,
+            out_h,
+            out_w,
+            *x.stride(),
+            *grad.stride(),
+            *grad_x.stride(),
+            K=kernel_size,
+            S=stride,
+            KK_PAD=pad,
+            TRAINING=training,
+            OVERLAP=overlap,
+            BLOCK=block,
+            num_warps=WARPS,
         )
     return grad_x.to(x.dtype)
 
@@ -183,8 +295,16 @@ def _s3_lines(x, seed, kernel_size, stride, padding, grid_size, training):
     lines = torch.empty(out_h + out_w, dtype=torch.int64, device=x.device)
     block = _block(_pad(grid_size) ** 2)
     philox.s3_lines_kernel[_grid(out_h + out_w, block)](
-        seed, lines, x.shape[2] + padding, x.shape[3] + padding, out_h, out_w, GRID=grid_size,
-        PER_BLOCK=grid_size // stride, G_PAD=_pad(grid_size), BLOCK=block,
+        seed,
+        lines,
+        x.shape[2] + padding,
+        x.shape[3] + padding,
+        out_h,
+        out_w,
+        GRID=grid_size,
+        PER_BLOCK=grid_size // stride,
+        G_PAD=_pad(grid_size),
+        BLOCK=block,
     )
     return lines
 
@@ -198,8 +318,22 @@ def s3_forward(x, seed, kernel_size, stride, padding, grid_size, training):
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         classic.s3_forward_kernel[_grid(windows, block)](
-            x, lines, out, windows, *x.shape[1:], padding, out_h, out_w, *x.stride(), *out.stride(),
-            K=kernel_size, S=stride, KK_PAD=pad, TRAINING=training, BLOCK=block, num_warps=WARPS,
+            x,
+            lines,
+            out,
+            windows,
+            *x.shape[1:],
+            padding,
+            out_h,
+            out_w,
+            *x.stride(),
+            *out.stride(),
+            K=kernel_size,
+            S=stride,
+            KK_PAD=pad,
+            TRAINING=training,
+            BLOCK=block,
+            num_warps=WARPS,
         )
     return out
 
@@ -213,9 +347,24 @@ def s3_backward(grad, x, seed, kernel_size, stride, padding, grid_size, training
         pad = _pad(kernel_size * kernel_size)
         block = _block(pad)
         classic.s3_backward_kernel[_grid(windows, block)](
-            grad, x, lines, grad_x, windows, *x.shape[1:], padding, out_h, out_w, *x.stride(),
-            *grad.stride(), *grad_x.stride(), K=kernel_size, S=stride, KK_PAD=pad, TRAINING=training,
-            BLOCK=block, num_warps=WARPS,
+            grad,
+            x,
+            lines,
+            grad_x,
+            windows,
+            *x.shape[1:],
+            padding,
+            out_h,
+            out_w,
+            *x.stride(),
+            *grad.stride(),
+            *grad_x.stride(),
+            K=kernel_size,
+            S=stride,
+            KK_PAD=pad,
+            TRAINING=training,
+            BLOCK=block,
+            num_warps=WARPS,
         )
     return grad_x.to(x.dtype)
 

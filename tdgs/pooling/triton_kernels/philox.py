@@ -76,8 +76,18 @@ def s3_line(seed, index, axis, size, count, GRID: tl.constexpr, PER_BLOCK: tl.co
 
 
 @triton.jit
-def s3_lines_kernel(seed_ptr, out_ptr, H, W, Ho, Wo, GRID: tl.constexpr, PER_BLOCK: tl.constexpr,
-                    G_PAD: tl.constexpr, BLOCK: tl.constexpr):
+def s3_lines_kernel(
+    seed_ptr,
+    out_ptr,
+    H,
+    W,
+    Ho,
+    Wo,
+    GRID: tl.constexpr,
+    PER_BLOCK: tl.constexpr,
+    G_PAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """Writes the Ho rows, then the Wo columns, that S3Pool keeps: (Ho + Wo,) int64. A draw is
     shared by the whole batch and all channels, so it is made once per call, not per window."""
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
