@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import ConfigError, describe
 from .results import replace_atomic
-from .validate import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,7 @@ def load_checkpoint(run_dir: Path, identity: dict) -> dict | None:
             if missing:
                 raise ValueError(f"missing {', '.join(sorted(missing))}")
         except Exception as error:  # truncated, corrupt, foreign: never a crash
-            log.warning(
-                f"{path} is unreadable ({type(error).__name__}: {str(error).splitlines()[0][:200]}); skipping it"
-            )
+            log.warning(f"{path} is unreadable ({describe(error)}); skipping it")
             continue
         if state["identity"] != identity:
             raise ConfigError(

@@ -15,10 +15,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import register_configs
-from .data import DatasetUnavailable
-from .results import OutputError
-from .train import Interrupted, TrainingDiverged, train
-from .validate import ConfigError
+from .errors import ConfigError, DatasetUnavailable, Interrupted, OutputError, TrainingDiverged
+from .train import train
 
 
 def _conf_dir() -> str:

@@ -14,16 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import OutputError
+
 SUMMARY = "summary.csv"
 METRICS = "metrics.csv"
 TEMPERATURES = "temperatures.csv"
 CONFIG = "config.yaml"
 STATUSES = ("completed", "failed", "interrupted")
-
-
-class OutputError(RuntimeError):
-    """A result could not be written (a read-only folder, a full disk): the run stops, the file it
-    was replacing is left as it was."""
 
 
 def replace_atomic(path: Path, write) -> None:

@@ -23,6 +23,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .errors import describe
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}  # autocast dtype
@@ -208,10 +210,7 @@ class TrainStep:
             with torch.cuda.graph(graph, stream=self.stream):
                 self.run(self.static_index, self.model)
         except Exception as error:  # an op that cannot be captured: nothing ran, so nothing is lost
-            log.warning(
-                f"CUDA graph capture failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
-                "training eagerly"
-            )
+            log.warning(f"CUDA graph capture failed ({describe(error)}); training eagerly")
             self.mode = "none"
             if self.scaler is not None:  # forget the half-finished step's bookkeeping, keep the scale
                 state = self.scaler.state_dict()

@@ -1,7 +1,8 @@
-"""The training run (the deck's protocol, docs/design.md): seed, load the data whole onto the device, build the
-deck's CNN with the chosen pooler, train with Adam and cross-entropy (the step, its precision and
-compile mode: :mod:`tdgs.step`), evaluate every epoch, and write the run folder's files (see
-:mod:`tdgs.results`). One flat function, :func:`train`."""
+"""The training run (the deck's protocol, docs/design.md): seed, load the data whole onto the
+device, build the network with the chosen pooler, train with Adam and cross-entropy (the step, its
+precision and compile mode: :mod:`tdgs.step`), evaluate every epoch, and write the run folder's
+files (:mod:`tdgs.results`). :func:`train` reads top to bottom: the run record, the set-up (and
+resume), the epochs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,20 +27,20 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .data import Splits, load_dataset
+from .errors import ConfigError, Interrupted, OutputError, TrainingDiverged, describe
 from .networks import WINDOW, build_model
 from .results import (
     CONFIG,
     METRICS,
     SUMMARY,
     TEMPERATURES,
-    OutputError,
     run_status,
     write_csv_atomic,
     write_text_atomic,
 )
 from .step import TrainStep, autocast, make_adam, resolve_mode
 from .summaries import pooler_summary, temperature_table
-from .validate import ConfigError, resolve_device, validate
+from .validate import resolve_device, validate
 
 log = logging.getLogger(__name__)
 
@@ -78,22 +80,12 @@ def evaluate(
     return loss_sum / len(labels), 100.0 * correct / len(labels)
 
 
-def pooler_columns(pooler_cfg: DictConfig) -> dict:
-    """The pooler's name and options as plain values (``t0`` empty for poolers without it)."""
-    options = OmegaConf.to_container(pooler_cfg, resolve=True)
-    return {"pooler": options.pop("name"), "t0": options.pop("t0", None), **options}
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite: the run stops, keeping its finished epochs."""
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGINT arrived: the run stopped at a safe point (after a training step)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+def pooler_columns(cfg: DictConfig) -> dict:
+    """The pooler's name and options as plain values (``t0`` empty for poolers without it; the
+    window empty for a torchvision network, whose pools keep their own windows)."""
+    options = OmegaConf.to_container(cfg.pooler, resolve=True)
+    columns = {"pooler": options.pop("name"), "t0": options.pop("t0", None), **options}
+    return columns if cfg.model.name == "deck_cnn" else {**columns, **dict.fromkeys(WINDOW)}
 
 
 @contextlib.contextmanager
@@ -149,6 +141,187 @@ def wants_resume(cfg: DictConfig) -> bool:
     return bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
 
 
+SUMMARY_KEPT = ("epochs_done", "test_acc", "best_test_acc", "best_epoch", "train_loss", "train_seconds")  # checkpointed
+
+
+def new_summary(cfg: DictConfig) -> dict:
+    """summary.csv's row before the run: what it is, and a failed status until it completes."""
+    return {
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        **pooler_columns(cfg),
+        "seed": cfg.seed,
+        "epochs": cfg.trainer.epochs,
+        "epochs_done": 0,
+        "test_acc": math.nan,
+        "best_test_acc": math.nan,
+        "best_epoch": 0,
+        "train_loss": math.nan,
+        "train_seconds": 0.0,
+        "data_seconds": 0.0,
+        "device": str(cfg.device),
+        "precision": cfg.trainer.precision,
+        "compile": cfg.trainer.compile,  # the mode run once resolved (auto -> graph or none)
+        "status": "failed",
+        "error": "",
+    }
+
+
+class RunRecord:
+    """The run's summary.csv, written however the run ends (completed, failed: the error's first
+    line, interrupted), in the spirit of lightning-hydra-template's ``task_wrapper``; but only by an
+    invocation that owns the folder: one that already holds a run's results (or a killed run's
+    checkpoint) is only resumed, never replaced, so ``owned`` turns true once the set-up is done."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.run_dir, self.summary = run_dir, new_summary(cfg)
+        self.owned = not (run_dir / SUMMARY).exists() and not (run_dir / CHECKPOINT).exists()
+
+    def __enter__(self) -> RunRecord:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if isinstance(error, (KeyboardInterrupt, Interrupted)):
+            self.summary.update(status="interrupted", error=str(error) or kind.__name__)
+        elif isinstance(error, Exception):
+            self.summary["error"] = describe(error, limit=10_000)
+        if self.owned:
+            try:
+                write_csv_atomic(self.run_dir / SUMMARY, [self.summary])
+            except OutputError:
+                if self.summary["status"] == "completed":  # else: the error that stopped the run is the one to report
+                    raise
+
+
+@dataclass
+class Run:
+    """What a run trains: data on the device, network, optimizer, step, and where it starts."""
+
+    data: Splits
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    step: TrainStep
+    probe: torch.Tensor  # test images for input-dependent pooler summaries (gated)
+    metrics: list[dict]  # one row per finished epoch
+    first_epoch: int = 1
+
+
+def set_up(cfg: DictConfig, summary: dict) -> Run:
+    """Seed, pick the device and compile mode, load the data, build the network and its step."""
+    trainer = cfg.trainer
+    if trainer.threads:
+        torch.set_num_threads(trainer.threads)
+    seed_everything(cfg.seed, trainer.deterministic)
+    device = resolve_device(cfg.device)
+    mode = resolve_mode(trainer.compile, device)
+    summary.update(device=str(device), compile=mode)
+    if device.type == "cuda":
+        if device.index is not None:  # graph capture and its streams use the current device
+            torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = not trainer.deterministic
+    start = time.perf_counter()
+    data: Splits = load_dataset(**OmegaConf.to_container(cfg.dataset, resolve=True)).to(device)
+    summary["data_seconds"] = time.perf_counter() - start
+    options = {k: v for k, v in pooler_columns(cfg).items() if k != "pooler" and v is not None}
+    model = build_model(cfg.model.name, cfg.pooler.name, data.image_shape, data.num_classes, **options).to(device)
+    optimizer = make_adam(model.parameters(), trainer.lr, device=device, mode=mode)
+    step = TrainStep(
+        model, optimizer, data.train_images, data.train_labels,
+        batch_size=trainer.batch_size, precision=trainer.precision, mode=mode, device=device,
+    )  # fmt: skip
+    probe = data.test_images[: trainer.probe_size].float().div(255)
+    return Run(data, model, optimizer, step, probe, metrics=[])
+
+
+def resume(run: Run, cfg: DictConfig, run_dir: Path, summary: dict) -> None:
+    """Continue from the last complete epoch of ``run_dir``'s checkpoint, if it has a usable one."""
+    state = load_checkpoint(run_dir, identity(cfg))
+    if state is None:
+        log.info(f"resume: no usable checkpoint in {run_dir}; starting from scratch")
+        return
+    if state["epoch"] > cfg.trainer.epochs:
+        raise ConfigError(
+            f"trainer.epochs={cfg.trainer.epochs} but {run_dir} already finished {state['epoch']} epochs; "
+            f"resuming needs trainer.epochs >= {state['epoch']}"
+        )
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if run.step.scaler is not None and state.get("scaler"):  # checkpoints without one: a fresh scaler
+        run.step.scaler.load_state_dict(state["scaler"])
+    set_rng_states(state["rng"])
+    run.metrics, run.first_epoch = list(state["metrics"]), state["epoch"] + 1
+    summary.update(state["summary"])
+    write_csv_atomic(run_dir / METRICS, run.metrics)  # exactly the finished epochs
+    log.info(f"resume: continuing {run_dir} after epoch {state['epoch']}")
+
+
+def run_epoch(run: Run, epoch: int, trainer: DictConfig, stop: list[int], progress: bool) -> dict:
+    """Train one epoch over a fresh permutation, then evaluate: the epoch's metrics.csv row.
+    Raises Interrupted at the first step after a stop request, TrainingDiverged for a loss that is
+    not finite over the epoch's counted steps (a skipped 16-mixed step is no divergence)."""
+    start = time.perf_counter()
+    order = torch.randperm(len(run.data.train_labels), device=run.data.train_labels.device)
+    indices = order.split(trainer.batch_size)  # (batch_size,) each, the last maybe shorter
+    for index in tqdm(indices, desc=f"epoch {epoch}/{trainer.epochs}", disable=not progress, leave=False):
+        run.step(index)
+        if stop:
+            raise Interrupted(stop[0])
+    totals = run.step.take_totals()  # the one device sync of the epoch's training
+    train_loss = totals.loss_sum / totals.images if totals.images else math.nan
+    if not math.isfinite(train_loss):
+        skipped = f" ({totals.skipped_steps} of {len(indices)} steps skipped)" if totals.skipped_steps else ""
+        raise TrainingDiverged(
+            f"the training loss became {train_loss} in epoch {epoch}{skipped}; stopped, keeping the "
+            f"{epoch - 1} finished epoch(s) (try a smaller trainer.lr)"
+        )
+    data = run.data
+    test_loss, test_acc = evaluate(
+        run.model, data.test_images, data.test_labels, trainer.eval_batch_size, trainer.precision
+    )
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_acc": 100.0 * totals.correct / totals.images if totals.images else math.nan,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "seconds": time.perf_counter() - start,
+        "skipped_steps": totals.skipped_steps,
+        **pooler_summary(run.model, run.probe),
+    }
+
+
+def record_epoch(run: Run, row: dict, cfg: DictConfig, run_dir: Path, summary: dict) -> None:
+    """Add the epoch to metrics.csv and the summary, checkpoint, and log it."""
+    run.metrics.append(row)
+    best = max(run.metrics, key=lambda r: r["test_acc"])
+    summary.update(
+        epochs_done=row["epoch"],
+        test_acc=row["test_acc"],
+        best_test_acc=best["test_acc"],
+        best_epoch=best["epoch"],
+        train_loss=row["train_loss"],
+        train_seconds=summary["train_seconds"] + row["seconds"],
+        compile=run.step.mode,  # none if graph capture failed
+    )
+    write_csv_atomic(run_dir / METRICS, run.metrics)
+    state = {
+        "epoch": row["epoch"],
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        **({"scaler": run.step.scaler.state_dict()} if run.step.scaler is not None else {}),
+        "rng": rng_states(),
+        "metrics": run.metrics,
+        "summary": {k: summary[k] for k in SUMMARY_KEPT},
+        "identity": identity(cfg),
+    }
+    save_checkpoint(run_dir, state)
+    log.info(
+        f"epoch {row['epoch']}/{cfg.trainer.epochs}: "
+        f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}% | "
+        f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.2f}% | {row['seconds']:.1f}s"
+    )
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Train one model as ``cfg`` says, writing the run's files into ``run_dir``; return the summary.
 
@@ -157,188 +330,32 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     ConfigError, DatasetUnavailable, TrainingDiverged, OutputError or Interrupted (SIGTERM/SIGINT)
     after writing summary.csv (when it can)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = cfg.trainer
-    pooler = pooler_columns(cfg.pooler)
-    if cfg.model.name != "deck_cnn":  # its pools keep their own windows: none of these
-        pooler.update(dict.fromkeys(WINDOW))
-    summary = {
-        "dataset": cfg.dataset.name,
-        "model": cfg.model.name,
-        **pooler,
-        "seed": cfg.seed,
-        "epochs": trainer.epochs,
-        "epochs_done": 0,
-        "test_acc": float("nan"),
-        "best_test_acc": float("nan"),
-        "best_epoch": 0,
-        "train_loss": float("nan"),
-        "train_seconds": 0.0,
-        "data_seconds": 0.0,
-        "device": str(cfg.device),
-        "precision": trainer.precision,
-        "compile": trainer.compile,  # the mode run once resolved (auto -> graph or none)
-        "status": "failed",
-        "error": "",
-    }
-    metrics: list[dict] = []
-    # a folder holding a run's results (or a killed run's checkpoint) is only resumed, never replaced
-    owned = not (run_dir / SUMMARY).exists() and not (run_dir / CHECKPOINT).exists()
-    try:
+    with RunRecord(cfg, run_dir) as record:
+        summary = record.summary
         validate(cfg)
-        if not owned and not wants_resume(cfg):
+        if not record.owned and not wants_resume(cfg):
             raise ConfigError(
                 f"{run_dir} already holds a run; resume=true continues it, or choose another hydra.run.dir"
             )
-        if not owned and (done := completed_run(run_dir, cfg)) is not None:  # resuming a sweep: left as it is
-            log.info(f"{run_dir} already completed these {trainer.epochs} epochs; nothing to do")
+        if not record.owned and (done := completed_run(run_dir, cfg)) is not None:  # resuming a sweep: left as it is
+            log.info(f"{run_dir} already completed these {cfg.trainer.epochs} epochs; nothing to do")
             return done
-        if trainer.threads:
-            torch.set_num_threads(trainer.threads)
-        seed_everything(cfg.seed, trainer.deterministic)
-        device = resolve_device(cfg.device)
-        mode = resolve_mode(trainer.compile, device)
-        summary.update(device=str(device), compile=mode)
-        if device.type == "cuda":
-            if device.index is not None:  # graph capture and its streams use the current device
-                torch.cuda.set_device(device)
-            torch.backends.cudnn.benchmark = not trainer.deterministic
-        start = time.perf_counter()
-        data: Splits = load_dataset(**OmegaConf.to_container(cfg.dataset, resolve=True)).to(device)
-        summary["data_seconds"] = time.perf_counter() - start
-        options = {k: v for k, v in pooler.items() if k != "pooler" and v is not None}
-        model = build_model(cfg.model.name, pooler["pooler"], data.image_shape, data.num_classes, **options).to(device)
-        optimizer = make_adam(model.parameters(), trainer.lr, device=device, mode=mode)
-        step = TrainStep(
-            model,
-            optimizer,
-            data.train_images,
-            data.train_labels,
-            batch_size=trainer.batch_size,
-            precision=trainer.precision,
-            mode=mode,
-            device=device,
-        )
-        probe = data.test_images[: trainer.probe_size].float().div(255)
-        first_epoch = 1
+        run = set_up(cfg, summary)
         if wants_resume(cfg):
-            state = load_checkpoint(run_dir, identity(cfg))
-            if state is None:
-                log.info(f"resume: no usable checkpoint in {run_dir}; starting from scratch")
-            elif state["epoch"] > trainer.epochs:
-                raise ConfigError(
-                    f"trainer.epochs={trainer.epochs} but {run_dir} already finished {state['epoch']} epochs; "
-                    f"resuming needs trainer.epochs >= {state['epoch']}"
-                )
-            else:
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                if step.scaler is not None and state.get("scaler"):  # checkpoints without one: a fresh scaler
-                    step.scaler.load_state_dict(state["scaler"])
-                set_rng_states(state["rng"])
-                metrics = list(state["metrics"])
-                summary.update(state["summary"])
-                first_epoch = state["epoch"] + 1
-                write_csv_atomic(run_dir / METRICS, metrics)  # exactly the finished epochs
-                log.info(f"resume: continuing {run_dir} after epoch {state['epoch']}")
-        owned = True  # from here on this invocation's outcome is the run's
+            resume(run, cfg, run_dir, summary)
+        record.owned = True  # from here on this invocation's outcome is the run's
         write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+        data = run.data
         log.info(
             f"{cfg.dataset.name} ({len(data.train_labels)} train / {len(data.test_labels)} test, "
-            f"{'x'.join(map(str, data.image_shape))}), {cfg.model.name} with pooler {pooler['pooler']}, "
-            f"seed {cfg.seed}, "
-            f"{device}; results in {run_dir}"
+            f"{'x'.join(map(str, data.image_shape))}), {cfg.model.name} with pooler {cfg.pooler.name}, "
+            f"seed {cfg.seed}, {summary['device']}; results in {run_dir}"
         )
-        show_progress = trainer.progress if trainer.progress is not None else sys.stderr.isatty()
+        progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty()
         with stop_requests() as stop:
-            for epoch in range(first_epoch, trainer.epochs + 1):
-                start = time.perf_counter()
-                order = torch.randperm(len(data.train_labels), device=device)
-                indices = order.split(trainer.batch_size)  # (batch_size,) each, the last maybe shorter
-                for index in tqdm(
-                    indices, desc=f"epoch {epoch}/{trainer.epochs}", disable=not show_progress, leave=False
-                ):
-                    step(index)
-                    if stop:
-                        raise Interrupted(stop[0])
-                totals = step.take_totals()  # the one device sync of the epoch's training
-                train_loss = totals.loss_sum / totals.images if totals.images else math.nan
-                train_acc = 100.0 * totals.correct / totals.images if totals.images else math.nan
-                if not math.isfinite(train_loss):  # over counted steps: a skipped (16-mixed) step is no divergence
-                    skipped = (
-                        f" ({totals.skipped_steps} of {len(indices)} steps skipped)" if totals.skipped_steps else ""
-                    )
-                    raise TrainingDiverged(
-                        f"the training loss became {train_loss} in epoch {epoch}{skipped}; stopped, keeping the "
-                        f"{epoch - 1} finished epoch(s) (try a smaller trainer.lr)"
-                    )
-                test_loss, test_acc = evaluate(
-                    model, data.test_images, data.test_labels, trainer.eval_batch_size, trainer.precision
-                )
-                seconds = time.perf_counter() - start
-                metrics.append(
-                    {
-                        "epoch": epoch,
-                        "train_loss": train_loss,
-                        "train_acc": train_acc,
-                        "test_loss": test_loss,
-                        "test_acc": test_acc,
-                        "seconds": seconds,
-                        "skipped_steps": totals.skipped_steps,
-                        **pooler_summary(model, probe),
-                    }
-                )
-                best = max(metrics, key=lambda row: row["test_acc"])
-                summary.update(
-                    epochs_done=epoch,
-                    test_acc=test_acc,
-                    best_test_acc=best["test_acc"],
-                    best_epoch=best["epoch"],
-                    train_loss=train_loss,
-                    train_seconds=summary["train_seconds"] + seconds,
-                    compile=step.mode,  # none if graph capture failed
-                )
-                write_csv_atomic(run_dir / METRICS, metrics)
-                save_checkpoint(
-                    run_dir,
-                    {
-                        "epoch": epoch,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        **({"scaler": step.scaler.state_dict()} if step.scaler is not None else {}),
-                        "rng": rng_states(),
-                        "metrics": metrics,
-                        "summary": {
-                            k: summary[k]
-                            for k in (
-                                "epochs_done",
-                                "test_acc",
-                                "best_test_acc",
-                                "best_epoch",
-                                "train_loss",
-                                "train_seconds",
-                            )
-                        },
-                        "identity": identity(cfg),
-                    },
-                )
-                log.info(
-                    f"epoch {epoch}/{trainer.epochs}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
-                    f"test loss {test_loss:.4f} acc {test_acc:.2f}% | {seconds:.1f}s"
-                )
-        if pooler["pooler"] == "tdgs":
-            write_csv_atomic(run_dir / TEMPERATURES, temperature_table(model))
+            for epoch in range(run.first_epoch, cfg.trainer.epochs + 1):
+                record_epoch(run, run_epoch(run, epoch, cfg.trainer, stop, progress), cfg, run_dir, summary)
+        if cfg.pooler.name == "tdgs":
+            write_csv_atomic(run_dir / TEMPERATURES, temperature_table(run.model))
         summary["status"] = "completed"
         return summary
-    except (KeyboardInterrupt, Interrupted) as error:
-        summary.update(status="interrupted", error=str(error) or type(error).__name__)
-        raise
-    except Exception as error:
-        summary["error"] = f"{type(error).__name__}: {error}".splitlines()[0]
-        raise
-    finally:
-        if owned:
-            try:
-                write_csv_atomic(run_dir / SUMMARY, [summary])
-            except OutputError:
-                if summary["status"] == "completed":  # otherwise the error that stopped the run is the one to report
-                    raise

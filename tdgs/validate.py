@@ -11,14 +11,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import ConfigError
 from .networks import pooler_options_for
 from .pooling import create_pooler
 from .pooling.checks import check_choice, check_positive_float, check_positive_int
 from .step import COMPILE_CHOICES, PRECISIONS
-
-
-class ConfigError(ValueError):
-    """A user's mistake in the configuration (reported in one line, without a traceback)."""
 
 
 def _check(check, key: str, value) -> None:

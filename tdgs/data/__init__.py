@@ -6,7 +6,8 @@
 from __future__ import annotations
 
 from .digits import load_digits
-from .splits import DatasetUnavailable, Splits
+from ..errors import DatasetUnavailable
+from .splits import Splits
 from .synthetic import make_synthetic
 from .vision import load_cifar10, load_idx_dataset
 

@@ -1,15 +1,10 @@
-"""The in-memory form every dataset takes, and the error for data that cannot be had."""
+"""The in-memory form every dataset takes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-
-
-class DatasetUnavailable(RuntimeError):
-    """The dataset's files are missing or unreadable and cannot be downloaded; the message says
-    which files are expected where and how to get them."""
 
 
 @dataclass

@@ -19,7 +19,8 @@ from filelock import FileLock
 from torchvision import datasets
 from torchvision.datasets.utils import extract_archive
 
-from .splits import DatasetUnavailable, Splits
+from ..errors import DatasetUnavailable, describe
+from .splits import Splits
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -71,7 +72,7 @@ def _stage(src: Path, target: Path) -> None:
         check_idx(partial)
     except (OSError, EOFError, DatasetUnavailable) as error:  # a truncated .gz, a damaged file
         partial.unlink(missing_ok=True)
-        raise DatasetUnavailable(f"{src} is damaged or incomplete ({_first_line(error)}); replace it") from None
+        raise DatasetUnavailable(f"{src} is damaged or incomplete ({describe(error)}); replace it") from None
     partial.replace(target)
 
 
@@ -102,7 +103,7 @@ def load_idx_dataset(name: str, *, root: str, source: str | None = None, downloa
                 if not all((raw / f).is_file() for f in IDX_FILES):
                     cls(root, train=True, download=True)
             except Exception as error:  # offline, or every mirror failed: explained below
-                reason = f"download failed ({_first_line(error)})"
+                reason = f"download failed ({describe(error)})"
     missing = [f for f in IDX_FILES if not (raw / f).is_file()]
     if missing:
         raise DatasetUnavailable(
@@ -115,7 +116,7 @@ def load_idx_dataset(name: str, *, root: str, source: str | None = None, downloa
     try:
         train, test = cls(root, train=True), cls(root, train=False)
     except Exception as error:
-        raise DatasetUnavailable(f"{name}: cannot read the IDX files in {raw}: {_first_line(error)}") from error
+        raise DatasetUnavailable(f"{name}: cannot read the IDX files in {raw}: {describe(error)}") from error
     return Splits(
         name,
         train.data.unsqueeze(1),  # (N, 1, 28, 28) uint8
@@ -143,7 +144,7 @@ def _read_cifar_batches(folder: Path, names: tuple[str, ...]) -> tuple[torch.Ten
             labels.extend(entry["labels"])
         except Exception as error:  # truncated, not a pickle, another format
             raise DatasetUnavailable(
-                f"cifar10: {folder / name} is damaged or incomplete ({_first_line(error)}); delete it to fetch it again"
+                f"cifar10: {folder / name} is damaged or incomplete ({describe(error)}); delete it to fetch it again"
             ) from None
     images = torch.from_numpy(np.concatenate(data)).view(-1, 3, 32, 32)  # rows are C-major
     return images, torch.tensor(labels, dtype=torch.long)
@@ -157,7 +158,7 @@ def _extract_cifar(archive: Path, root: Path) -> None:
         extract_archive(str(archive), str(scratch))
         (scratch / CIFAR_FOLDER).replace(root / CIFAR_FOLDER)
     except Exception as error:
-        raise DatasetUnavailable(f"cifar10: {archive} is damaged or incomplete ({_first_line(error)}); delete it to download it again") from None
+        raise DatasetUnavailable(f"cifar10: {archive} is damaged or incomplete ({describe(error)}); delete it to download it again") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -179,7 +180,7 @@ def load_cifar10(*, root: str, download: bool = True) -> Splits:
                     try:
                         datasets.CIFAR10(root, train=True, download=True)
                     except Exception as error:  # offline: explained below
-                        reason = f"download failed ({_first_line(error)})"
+                        reason = f"download failed ({describe(error)})"
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         raise DatasetUnavailable(
@@ -192,6 +193,3 @@ def load_cifar10(*, root: str, download: bool = True) -> Splits:
     return Splits("cifar10", train_images, train_labels, test_images, test_labels, 10)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..errors import describe
 from .windows import memory_format, pooled_size
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def _load() -> bool:
             is_python_module=False,
         )
     except Exception as error:  # no compiler, no ninja, ...: the reference code still works
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = describe(error)
         warnings.warn(
             f"tdgs: could not build the CPU pooling kernels ({reason}); using the slower pure-PyTorch "
             "poolers (set TDGS_BACKEND=reference to skip the build)",
