@@ -10,8 +10,7 @@ from torch import nn
 from . import backend, ops
 from .base import LazyChannels, Pool2d
 from .checks import check_choice
-
-GRANULARITIES = ("channel", "layer")
+from .gated import GRANULARITIES  # mixed pooling is gated pooling with a constant gate
 
 
 def mixed_pool2d(

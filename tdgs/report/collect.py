@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import POOLER_SCHEMAS
+from ..pooling import POOLERS
 from ..results import CONFIG, METRICS, SUMMARY, TEMPERATURES
 
 # pooler options as summary.csv columns (tdgs.train.pooler_columns), in display order
@@ -26,6 +27,12 @@ OPTIONS = (
     "padding",
 )
 SETTING = ["dataset", "model", "epochs"]  # runs that differ in these are never pooled
+
+
+def in_pooler_order(names) -> list[str]:
+    """``names`` in the registry's order (max, avg, mixed, gated, stochastic, s3, tdgs), others after."""
+    names = set(names)
+    return [p for p in POOLERS if p in names] + sorted(names - set(POOLERS))
 
 
 @dataclass

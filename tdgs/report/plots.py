@@ -12,10 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-from ..pooling import POOLERS  # noqa: E402
-from .collect import SETTING, Runs, default_runs, setting_label  # noqa: E402
-
-POOLER_ORDER = list(POOLERS)  # max, avg, mixed, gated, stochastic, s3, tdgs
+from .collect import SETTING, Runs, default_runs, in_pooler_order, setting_label  # noqa: E402
 
 
 def training_curves(runs: Runs, path: Path) -> Path | None:
@@ -29,7 +26,7 @@ def training_curves(runs: Runs, path: Path) -> Path | None:
     fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 7), squeeze=False)
     for col, dataset in enumerate(datasets):
         d = m[m.setting == dataset]
-        poolers = [p for p in POOLER_ORDER if p in set(d.pooler)] + sorted(set(d.pooler) - set(POOLER_ORDER))
+        poolers = in_pooler_order(d.pooler)
         for pooler in poolers:
             for row, (metric, label) in enumerate((("train_loss", "training loss"), ("test_acc", "test accuracy (%)"))):
                 per_epoch = d[d.pooler == pooler].groupby("epoch")[metric]

@@ -23,12 +23,11 @@ def welch(a, b, confidence: float = 0.95) -> dict[str, float]:
     out = {"diff": diff, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
     if len(a) < 2 or len(b) < 2:
         return out
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    if va + vb == 0:
+    if a.var() + b.var() == 0:
         return out
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = stats.t.ppf(0.5 + confidence / 2, df) * math.sqrt(va + vb)
-    out.update(ci_low=diff - half, ci_high=diff + half, p=float(stats.ttest_ind(a, b, equal_var=False).pvalue))
+    test = stats.ttest_ind(a, b, equal_var=False)
+    interval = test.confidence_interval(confidence)
+    out.update(ci_low=float(interval.low), ci_high=float(interval.high), p=float(test.pvalue))
     return out
 
 

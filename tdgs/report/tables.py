@@ -6,8 +6,7 @@ import math
 
 import pandas as pd
 
-from ..pooling import POOLERS
-from .collect import OPTIONS, SETTING, Runs, default_runs, is_default, setting_label
+from .collect import OPTIONS, SETTING, Runs, default_runs, in_pooler_order, is_default, setting_label
 from .stats import cell, mean_std, welch
 
 # The deck's single runs (10 epochs, t0 = 1).
@@ -56,7 +55,6 @@ def _p(value: float) -> str:
 
 
 COMPARISON = [*SETTING, "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high", "p"]
-POOLER_ORDER = list(POOLERS)  # max, avg, mixed, gated, stochastic, s3, tdgs
 
 
 def _comparison(runs: Runs, poolers: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -67,7 +65,7 @@ def _comparison(runs: Runs, poolers: list[str] | None = None) -> tuple[pd.DataFr
     for setting in _settings(frame):
         same = (frame.dataset == setting[0]) & (frame.model == setting[1]) & (frame.epochs == setting[2])
         present = set(frame.loc[same, "pooler"])
-        wanted = poolers or POOLER_ORDER + sorted(present - set(POOLER_ORDER))
+        wanted = poolers or in_pooler_order(present)
         rows += [_compare_to_max(frame, setting, p) for p in wanted if p in present]
     numbers = pd.DataFrame(rows, columns=COMPARISON)
     text = pd.DataFrame(
@@ -126,7 +124,7 @@ def all_poolers_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     return numbers, markdown(text)
 
 
-def temperature_table(runs: Runs) -> tuple[pd.DataFrame, str]:
+def learned_temperatures_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     """Learned temperatures of TDGS runs with default options, per setting and pool layer: median
     T, share max-like (T < 1) and uniform-like (T > 1), pooled over the runs."""
     t, s = runs.temperatures, default_runs(runs)
@@ -180,6 +178,6 @@ TABLES = {
     "deck_table": ("The deck's table: max vs TDGS", deck_table),
     "temperature_init": ("TDGS accuracy against the initial temperature t0", temperature_init_table),
     "all_poolers": ("All poolers (default options)", all_poolers_table),
-    "learned_temperatures": ("Learned temperatures (TDGS, default options)", temperature_table),
+    "learned_temperatures": ("Learned temperatures (TDGS, default options)", learned_temperatures_table),
     "configurations": ("Every configuration", configurations_table),
 }
