@@ -261,3 +261,24 @@ def test_lazy_parameters_keep_the_module_dtype_whatever_the_input(name):
     pool = create_pooler(name).double()
     pool(torch.rand(2, 3, 8, 8, dtype=torch.float64))
     assert {p.dtype for p in pool.parameters()} == {torch.float64}
+
+
+FUNCTION_CASES = [
+    (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), normalize="l3"), "normalize must be one of .* but got 'l3'"),
+    (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), eval_mode="mean", training=False), "eval_mode .* 'mean'"),
+    (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), rectifier="elu"), "rectifier .* 'elu'"),
+    (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), hard="yes"), "hard must be True or False"),
+    (lambda x: stochastic_pool2d(x, kernel_size=0), "kernel_size must be a positive integer, but got 0"),
+    (lambda x: mixed_pool2d(x, torch.zeros(4), padding=2), "padding must be an integer from 0 to"),
+    (lambda x: gated_pool2d(x[0], torch.zeros(4, 4), torch.zeros(4)), r"\(B, C, H, W\), but got shape \(4, 6, 6\)"),
+    (lambda x: s3_pool2d(x, kernel_size=2, stride=2, grid_size=3), "grid_size must be a multiple of stride=2"),
+    (lambda x: s3_pool2d(x, kernel_size=8), "smaller than kernel_size=8"),
+]
+
+
+@pytest.mark.parametrize("call,match", FUNCTION_CASES)
+def test_the_pure_functions_check_their_arguments_in_one_line(call, match):
+    """As torchvision's ops do: the function itself refuses, not only the module (on every backend)."""
+    with pytest.raises(ValueError, match=match) as info:
+        call(torch.rand(2, 4, 6, 6))
+    assert "\n" not in str(info.value)

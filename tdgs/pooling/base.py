@@ -8,8 +8,7 @@ import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
-from .checks import check_positive_int, check_window
-from .windows import pooled_size
+from .checks import check_input, check_positive_int, check_window
 
 
 class Pool2d(nn.Module):
@@ -40,13 +39,11 @@ class Pool2d(nn.Module):
         self.channels = None if channels is None else check_positive_int("channels", channels)
         self.kernel_size, self.stride, self.padding = check_window(kernel_size, stride, padding, dilation, ceil_mode)
 
-    def output_size(self, x: torch.Tensor) -> tuple[int, int]:
-        """Check that ``x`` is a ``(B, C, H, W)`` batch this pooler can take; return ``(Ho, Wo)``."""
-        if x.dim() != 4:
-            raise ValueError(f"input must have shape (B, C, H, W), but got shape {tuple(x.shape)}")
-        if self.channels is not None and x.shape[1] != self.channels:
+    def check_channels(self, x: torch.Tensor) -> None:
+        """Refuse a (B, C, H, W) input of another channel count than the pooler's (the pooling
+        functions check the rest)."""
+        if self.channels is not None and x.dim() == 4 and x.shape[1] != self.channels:
             raise ValueError(f"input has {x.shape[1]} channels, but this pooler was built for channels={self.channels}")
-        return pooled_size(x.shape[2], x.shape[3], self.kernel_size, self.stride, self.padding)
 
     @property
     def window(self) -> dict:
@@ -70,7 +67,8 @@ class LazyChannels(LazyModuleMixin):
     def initialize_parameters(self, x: torch.Tensor) -> None:
         """Size the uninitialised parameters from the first input (called by LazyModuleMixin)."""
         if self.has_uninitialized_params():
-            self.output_size(x)  # the input's checks first
+            self.check_channels(x)  # the input's checks first
+            check_input(x, **self.window)
             self.channels = x.shape[1]
             self.materialize(x)
 

@@ -7,13 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from .base import Pool2d
+from .checks import check_input
 
 
 class MaxPool(Pool2d):
     """Max of each window: :func:`torch.nn.functional.max_pool2d`, the same in training and evaluation."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.output_size(x)
+        self.check_channels(x)
+        check_input(x, **self.window)
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
 
 
@@ -22,5 +24,6 @@ class AvgPool(Pool2d):
     the same in training and evaluation."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.output_size(x)
+        self.check_channels(x)
+        check_input(x, **self.window)
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, count_include_pad=False)

@@ -6,6 +6,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
+
+from .windows import pooled_size
+
 
 def check_choice(name: str, value: object, allowed: Sequence[object]) -> object:
     if value not in allowed:
@@ -48,3 +52,12 @@ def check_window(
     if ceil_mode is not False:
         raise ValueError(f"ceil_mode must be False (windows never start in the padding), but got {ceil_mode!r}")
     return kernel_size, stride, padding
+
+
+def check_input(x: torch.Tensor, kernel_size: int, stride: int, padding: int = 0) -> tuple[int, int]:
+    """That ``x`` is a (B, C, H, W) batch a ``kernel_size`` x ``kernel_size``, ``stride``, ``padding``
+    pooling can take: its output size (Ho, Wo), or a one-line ValueError."""
+    if x.dim() != 4:
+        raise ValueError(f"input must have shape (B, C, H, W), but got shape {tuple(x.shape)}")
+    check_window(kernel_size, stride, padding, 1, False)
+    return pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)

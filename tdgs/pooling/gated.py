@@ -9,7 +9,7 @@ from torch import nn
 
 from . import backend, ops
 from .base import LazyChannels, Pool2d
-from .checks import check_choice
+from .checks import check_choice, check_input
 
 GRANULARITIES = ("channel", "layer")
 
@@ -52,6 +52,7 @@ def gated_pool2d(
 
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
+    check_input(x, kernel_size, stride, padding)
     kernels = backend.kernels_for(x, mask, bias, kernel_size=kernel_size)
     if kernels is not None:
         return ops.apply(ops.GATED, kernels, x, mask, bias, kernel_size, stride, padding)
@@ -93,11 +94,11 @@ class GatedPool(LazyChannels, Pool2d):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The gate of every window of ``x``, shape (B, C, Ho, Wo)."""
-        self.output_size(x)
+        self.check_channels(x)
         return gate_map(x, self.mask, self.bias, **self.window)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.output_size(x)
+        self.check_channels(x)
         return gated_pool2d(x, self.mask, self.bias, **self.window)
 
     def extra_repr(self) -> str:

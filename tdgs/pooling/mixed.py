@@ -9,7 +9,7 @@ from torch import nn
 
 from . import backend, ops
 from .base import LazyChannels, Pool2d
-from .checks import check_choice
+from .checks import check_choice, check_input
 from .gated import GRANULARITIES  # mixed pooling is gated pooling with a constant gate
 
 
@@ -25,6 +25,7 @@ def mixed_pool2d(
 
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
+    check_input(x, kernel_size, stride, padding)
     kernels = backend.kernels_for(x, mix_logit, kernel_size=kernel_size)
     if kernels is not None:  # the gated kernel without a mask
         return ops.apply(ops.GATED, kernels, x, None, mix_logit, kernel_size, stride, padding)
@@ -66,7 +67,7 @@ class MixedPool(LazyChannels, Pool2d):
         return torch.sigmoid(self.mix_logit)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.output_size(x)
+        self.check_channels(x)
         return mixed_pool2d(x, self.mix_logit, **self.window)
 
     def extra_repr(self) -> str:

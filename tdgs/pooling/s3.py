@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from . import backend, ops
 from .base import Pool2d
-from .checks import check_positive_int
+from .checks import check_input, check_positive_int
 from .windows import pooled_size
 
 
@@ -70,7 +70,7 @@ def s3_pool2d(
     Shape: (B, C, H, W) -> (B, C, Ho, Wo), ``Ho = floor((H + 2p - k) / s) + 1``.
     """
     check_s3_geometry(kernel_size, stride, grid_size)
-    out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
+    out_h, out_w = check_input(x, kernel_size, stride, padding)
     kernels = backend.kernels_for(x, kernel_size=kernel_size) if lines is None else None
     if kernels is not None:
         seed = backend.draw_seed(x.device) if training else ops.no_seed(x.device)
@@ -125,7 +125,7 @@ class S3Pool(Pool2d):
         self.grid_size = check_s3_geometry(self.kernel_size, self.stride, grid_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.output_size(x)
+        self.check_channels(x)
         return s3_pool2d(x, **self.window, grid_size=self.grid_size, training=self.training)
 
     def extra_repr(self) -> str:

@@ -7,6 +7,7 @@ import torch
 
 from . import backend, ops
 from .base import Pool2d
+from .checks import check_input
 from .windows import normalized_windows, windows
 
 
@@ -32,6 +33,7 @@ def stochastic_pool2d(
 
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
+    check_input(x, kernel_size, stride, padding)
     kernels = backend.kernels_for(x, kernel_size=kernel_size) if uniforms is None else None
     if kernels is not None:
         seed = backend.draw_seed(x.device) if training else ops.no_seed(x.device)
@@ -62,5 +64,5 @@ class StochasticPool(Pool2d):
     """See :func:`stochastic_pool2d`. Nothing to learn."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.output_size(x)
+        self.check_channels(x)
         return stochastic_pool2d(x, **self.window, training=self.training)

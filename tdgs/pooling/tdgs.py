@@ -14,10 +14,9 @@ from torch import nn
 
 from . import backend, ops
 from .base import LazyChannels, Pool2d
-from .checks import check_bool, check_choice, check_positive_float, check_positive_int
-from .windows import normalized_windows, padded_positions, pooled_size, windows
+from .checks import check_bool, check_choice, check_input, check_positive_float, check_positive_int
+from .windows import NORMALIZATIONS, normalized_windows, padded_positions, pooled_size, windows
 
-NORMALIZATIONS = ("l2", "none", "l1", "max")
 EVAL_MODES = ("expectation", "sample", "argmax")
 GRANULARITIES = ("position", "channel", "layer")
 RECTIFIERS = ("relu", "softplus")
@@ -32,6 +31,15 @@ def gumbel_noise(shape: Sequence[int], *, dtype: torch.dtype, device=None) -> to
     """iid Gumbel(0, 1) samples ``-log(-log(u))``, ``u`` in the open interval (0, 1): always finite."""
     u = torch.rand(shape, dtype=dtype, device=device)  # [0, 1)
     return -torch.log(-torch.log(u.clamp_min_(torch.finfo(dtype).tiny)))
+
+
+def check_options(normalize: str, hard: bool, eval_mode: str, rectifier: str | None) -> None:
+    """The options :func:`tdgs_pool2d` and :class:`TDGSPool` share: a one-line ValueError each."""
+    check_choice("normalize", normalize, NORMALIZATIONS)
+    check_bool("hard", hard)
+    check_choice("eval_mode", eval_mode, EVAL_MODES)
+    if rectifier is not None:
+        check_choice("rectifier", rectifier, RECTIFIERS)
 
 
 def tdgs_pool2d(
@@ -70,6 +78,8 @@ def tdgs_pool2d(
 
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
+    check_input(x, kernel_size, stride, padding)
+    check_options(normalize, hard, eval_mode, rectifier)
     sampling = training or eval_mode == "sample"
     kernels = backend.kernels_for(x, temperature, kernel_size=kernel_size) if gumbels is None else None
     if kernels is not None:
@@ -79,12 +89,17 @@ def tdgs_pool2d(
         return ops.apply(ops.TDGS, kernels, x, temperature, seed, *options)
     if rectifier is not None:
         temperature = rectified_temperature(temperature, rectifier, eps)
-    temperature = temperature.to(x.dtype)  # the output keeps the input's dtype
-    a = windows(x, kernel_size, stride, padding)  # (B, C, Ho, Wo, k*k); padded positions 0, as if absent for the norms
+    window = {"kernel_size": kernel_size, "stride": stride, "padding": padding}
+    return _reference(x, temperature.to(x.dtype), window, normalize, hard, eval_mode if not sampling else None, gumbels)
+
+
+def _reference(x, temperature, window, normalize, hard, eval_mode, gumbels) -> torch.Tensor:
+    """:func:`tdgs_pool2d` in plain PyTorch, which defines it (``eval_mode`` None: sampling)."""
+    a = windows(x, **window)  # (B, C, Ho, Wo, k*k); padded positions 0, as if absent for the norms
     z = normalized_windows(a, normalize) / temperature.unsqueeze(-1)  # (B, C, Ho, Wo, k*k)
-    if padding:  # never picked, no weight
-        z = z.masked_fill(padded_positions(*x.shape[2:], kernel_size, stride, padding, x.device), float("-inf"))
-    if sampling:
+    if window["padding"]:  # never picked, no weight
+        z = z.masked_fill(padded_positions(*x.shape[2:], **window, device=x.device), float("-inf"))
+    if eval_mode is None:
         if gumbels is None:
             gumbels = gumbel_noise(z.shape, dtype=z.dtype, device=z.device)
         y = torch.softmax(z + gumbels, dim=-1)  # (B, C, Ho, Wo, k*k)
@@ -150,10 +165,8 @@ class TDGSPool(LazyChannels, Pool2d):
         self.t0 = check_positive_float("t0", t0)
         self.granularity = check_choice("granularity", granularity, GRANULARITIES)
         self.eps = check_positive_float("eps", eps)
-        self.rectifier = check_choice("rectifier", rectifier, RECTIFIERS)
-        self.normalize = check_choice("normalize", normalize, NORMALIZATIONS)
-        self.hard = check_bool("hard", hard)
-        self.eval_mode = check_choice("eval_mode", eval_mode, EVAL_MODES)
+        check_options(normalize, hard, eval_mode, rectifier)
+        self.rectifier, self.normalize, self.hard, self.eval_mode = rectifier, normalize, hard, eval_mode
         if input_size is not None and granularity != "position":
             raise ValueError(f"input_size is only for granularity='position', not {granularity!r}")
         if granularity == "layer" or (granularity == "channel" and self.channels is not None):
@@ -181,7 +194,7 @@ class TDGSPool(LazyChannels, Pool2d):
 
     def materialize(self, x: torch.Tensor) -> None:
         """Size the temperatures from the first input: (C, Ho, Wo) for ``position``, (C,) for ``channel``."""
-        size = (self.channels, *self.output_size(x)) if self.granularity == "position" else (self.channels,)
+        size = (self.channels, *check_input(x, **self.window)) if self.granularity == "position" else (self.channels,)
         self.theta.materialize(size, device=x.device)  # the dtype stays the module's
         self._init_theta()
 
@@ -192,7 +205,8 @@ class TDGSPool(LazyChannels, Pool2d):
         return rectified_temperature(theta, self.rectifier, self.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = self.output_size(x)
+        self.check_channels(x)
+        size = check_input(x, **self.window)
         if self.granularity == "position" and tuple(self.theta.shape[1:]) != size:
             raise ValueError(
                 f"input of spatial size {tuple(x.shape[2:])} pools to {size}, but this pooler's "

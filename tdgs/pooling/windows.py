@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+NORMALIZATIONS = ("l2", "none", "l1", "max")  # window normalisations, the default first
+
 
 def pooled_size(height: int, width: int, kernel_size: int, stride: int, padding: int = 0) -> tuple[int, int]:
     """Output size of a k x k, stride-s pooling with p padded lines on every side:
@@ -55,6 +57,8 @@ def padded_positions(height: int, width: int, kernel_size: int, stride: int, pad
 def normalized_windows(a: torch.Tensor, normalize: str = "l2") -> torch.Tensor:
     """Each window (last dimension) divided by its ``normalize`` norm: ``none``, ``l1``, ``l2``, or
     ``max`` (largest absolute value). A zero window stays zero. Shape: (..., k*k) -> (..., k*k)."""
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {', '.join(map(repr, NORMALIZATIONS))}, but got {normalize!r}")
     if normalize == "none":
         return a
     tiny = torch.finfo(a.dtype).tiny
