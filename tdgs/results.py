@@ -24,15 +24,18 @@ STATUSES = ("completed", "failed", "interrupted")
 
 
 def replace_atomic(path: Path, write) -> None:
-    """Write ``path`` in one step: ``write(partial)`` fills a temporary file beside it, which then
-    takes its name. On failure the temporary file is removed and :class:`OutputError` names ``path``."""
-    partial = path.with_name(f".{path.name}.partial")
+    """Write ``path`` in one step: ``write(partial)`` fills a temporary file of this process beside
+    it, which then takes its name. On any failure the temporary file is removed (``path`` is left as
+    it was); an OSError becomes an :class:`OutputError` naming ``path``."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         write(partial)
         os.replace(partial, path)
-    except OSError as error:
+    except BaseException as error:
         partial.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+        if isinstance(error, OSError):
+            raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
+        raise
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -20,6 +20,7 @@ from torchvision import datasets
 from torchvision.datasets.utils import extract_archive
 
 from ..errors import DatasetUnavailable, describe
+from ..results import replace_atomic
 from .splits import Splits
 
 IDX_FILES = (
@@ -62,18 +63,19 @@ def check_idx(path: Path) -> None:
 
 
 def _stage(src: Path, target: Path) -> None:
-    """Copy ``src`` (gunzipped if it ends in .gz) to ``target`` through a temporary file of this
-    process, checked before it takes ``target``'s name: a half-written file never stays behind."""
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    """Copy ``src`` (gunzipped if it ends in .gz) to ``target`` in one step, checked before it takes
+    ``target``'s name: a half-written file never stays behind."""
     opener = gzip.open if src.suffix == ".gz" else open
-    try:
-        with opener(src, "rb") as fin, open(partial, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        check_idx(partial)
-    except (OSError, EOFError, DatasetUnavailable) as error:  # a truncated .gz, a damaged file
-        partial.unlink(missing_ok=True)
-        raise DatasetUnavailable(f"{src} is damaged or incomplete ({describe(error)}); replace it") from None
-    partial.replace(target)
+
+    def write(partial: Path) -> None:
+        try:
+            with opener(src, "rb") as fin, open(partial, "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+            check_idx(partial)
+        except (OSError, EOFError, DatasetUnavailable) as error:  # a truncated .gz, a damaged file
+            raise DatasetUnavailable(f"{src} is damaged or incomplete ({describe(error)}); replace it") from None
+
+    replace_atomic(target, write)
 
 
 def stage_idx_files(raw: Path, source: Path | None) -> None:
