@@ -5,10 +5,15 @@ data loaders take plain arguments."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import inspect
+import typing
+from dataclasses import dataclass, field, make_dataclass
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from .data import DATASET_OPTIONS, DATASETS, load_dataset
+from .pooling import POOLERS, pooler_signature
 
 
 @dataclass
@@ -16,28 +21,13 @@ class DatasetConfig:
     name: str = MISSING  # mnist | fashion_mnist | cifar10 | digits | synthetic
 
 
-@dataclass
-class Cifar10Config(DatasetConfig):
-    root: str = "${paths.data_dir}"  # where downloaded / extracted files live
-    download: bool = True  # try to download missing files
-
-
-@dataclass
-class IdxConfig(Cifar10Config):  # mnist, fashion_mnist
-    source: str | None = None  # a folder holding the four IDX(.gz) files, read instead of root's
-
-
-@dataclass
-class DigitsConfig(DatasetConfig):
-    seed: int = 0  # the 80/20 split; fixed, independent of the run's seed
-
-
-@dataclass
-class SyntheticConfig(DatasetConfig):
-    geometry: str = "mnist"  # mnist (1x28x28) or cifar (3x32x32)
-    train_size: int = 2000  # training images
-    test_size: int = 500  # test images
-    seed: int = 0  # generation; fixed, independent of the run's seed
+def dataset_schema(name: str) -> type:
+    """The schema of ``dataset=name``: the options of :func:`tdgs.data.load_dataset` it takes,
+    with their types and defaults (documented there), but ``root``: the paths group's data folder."""
+    hints, parameters = typing.get_type_hints(load_dataset), inspect.signature(load_dataset).parameters
+    defaults = {option: parameters[option].default for option in DATASET_OPTIONS[name]} | {"root": "${paths.data_dir}"}
+    fields = [(option, hints[option], field(default=defaults[option])) for option in DATASET_OPTIONS[name]]
+    return make_dataclass(f"{name.title().replace('_', '')}Config", fields, bases=(DatasetConfig,))
 
 
 @dataclass
@@ -48,35 +38,22 @@ class ModelConfig:
 @dataclass
 class PoolerConfig:
     name: str = MISSING  # a key of tdgs.pooling.POOLERS
-    kernel_size: int = 2  # pooling window side k
-    stride: int = 2  # window step s
-    padding: int = 0  # positions added on each side, never picked (<= kernel_size // 2)
 
 
-@dataclass
-class MixedConfig(PoolerConfig):
-    granularity: str = "channel"  # channel (one logit per channel) | layer (one scalar)
+# accepted by the poolers, not set from the command line: input_size (the first input sizes the
+# temperatures), dilation and ceil_mode (only nn.MaxPool2d's defaults are taken)
+NOT_CONFIGURED = ("input_size", "dilation", "ceil_mode")
 
 
-@dataclass
-class GatedConfig(PoolerConfig):
-    granularity: str = "channel"  # channel (mask and bias per channel) | layer (one shared mask)
-
-
-@dataclass
-class S3Config(PoolerConfig):
-    grid_size: int = 4  # block side g; a multiple of stride
-
-
-@dataclass
-class TDGSConfig(PoolerConfig):
-    t0: float = 1.0  # initial temperature scale: theta = t0 * U(0.5, 1.5)
-    granularity: str = "position"  # position (C, Ho, Wo) | channel (C,) | layer (1,)
-    eps: float = 0.1  # T = rectifier(theta) + eps
-    rectifier: str = "relu"  # relu | softplus
-    normalize: str = "l2"  # window normalisation before dividing by T: l2 | none | l1 | max
-    hard: bool = True  # training outputs the sampled value (straight-through gradient)
-    eval_mode: str = "expectation"  # expectation | sample | argmax
+def pooler_schema(name: str) -> type:
+    """The schema of ``pooler=name``: every option of its module with the module's type and
+    default (:func:`tdgs.pooling.pooler_signature`; the options are documented there), so that
+    the defaults are written once, in the module."""
+    options = pooler_signature(name).items()
+    fields = [
+        (option, kind, field(default=default)) for option, (kind, default) in options if option not in NOT_CONFIGURED
+    ]
+    return make_dataclass(f"{POOLERS[name].__name__}Config", fields, bases=(PoolerConfig,))
 
 
 @dataclass
@@ -111,22 +88,8 @@ class Config:
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
 
 
-DATASET_SCHEMAS = {
-    "mnist": IdxConfig,
-    "fashion_mnist": IdxConfig,
-    "cifar10": Cifar10Config,
-    "digits": DigitsConfig,
-    "synthetic": SyntheticConfig,
-}
-POOLER_SCHEMAS = {
-    "max": PoolerConfig,
-    "avg": PoolerConfig,
-    "mixed": MixedConfig,
-    "gated": GatedConfig,
-    "stochastic": PoolerConfig,
-    "s3": S3Config,
-    "tdgs": TDGSConfig,
-}
+DATASET_SCHEMAS = {name: dataset_schema(name) for name in DATASETS}
+POOLER_SCHEMAS = {name: pooler_schema(name) for name in POOLERS}
 
 
 def register_configs() -> None:

@@ -2,8 +2,10 @@
 deck's protocol, and refuses values of the wrong type."""
 
 import inspect
+from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
@@ -44,7 +46,7 @@ def test_every_dataset_composes_with_its_own_fields_only(name):
 
 
 @pytest.mark.parametrize("name", list(POOLERS))
-def test_every_pooler_file_lists_its_options_with_the_module_defaults(name):
+def test_every_pooler_config_has_its_module_options_and_defaults(name):
     cfg = _compose(f"pooler={name}")
     options = {k: v for k, v in cfg.pooler.items() if k != "name"}
     assert cfg.pooler.name == name
@@ -85,3 +87,11 @@ def test_demo_experiment():
 def test_paths_and_trainer_groups():
     cfg = _compose("dataset=mnist", "paths.data_dir=/d", "paths.output_dir=/o", "trainer.threads=1")
     assert cfg.dataset.root == "/d" and cfg.paths.output_dir == "/o" and cfg.trainer.threads == 1
+
+
+@pytest.mark.parametrize("group", ["dataset", "pooler", "model", "trainer", "paths"])
+def test_group_files_hold_only_what_differs_from_their_schema(group):
+    """Defaults are written once (the modules' signatures, load_dataset's, the schemas in
+    tdgs/config.py): a group's file names its schema and, at most, the option's name."""
+    for path in (Path(CONF_DIR) / group).glob("*.yaml"):
+        assert set(yaml.safe_load(path.read_text())) <= {"defaults", "name"}, path

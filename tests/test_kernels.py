@@ -354,7 +354,9 @@ def test_a_failed_build_warns_once_and_falls_back_to_the_reference(monkeypatch):
     cpp_kernels._load.cache_clear()
     backend.module.cache_clear()
     try:
-        with pytest.warns(RuntimeWarning, match=r"could not build the CPU pooling kernels \(RuntimeError: Error building"):
+        with pytest.warns(
+            RuntimeWarning, match=r"could not build the CPU pooling kernels \(RuntimeError: Error building"
+        ):
             assert not cpp_kernels.available()
         x = torch.rand(2, 3, 8, 8, requires_grad=True)
         assert backend.kernels_for(x) is None

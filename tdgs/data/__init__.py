@@ -11,7 +11,15 @@ from .splits import Splits
 from .synthetic import make_synthetic
 from .vision import load_cifar10, load_idx_dataset
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits", "synthetic")
+# each dataset and the options of load_dataset it takes
+DATASET_OPTIONS = {
+    "mnist": ("root", "download", "source"),
+    "fashion_mnist": ("root", "download", "source"),
+    "cifar10": ("root", "download"),
+    "digits": ("seed",),
+    "synthetic": ("geometry", "train_size", "test_size", "seed"),
+}
+DATASETS = tuple(DATASET_OPTIONS)
 
 
 def load_dataset(
@@ -25,7 +33,18 @@ def load_dataset(
     test_size: int = 500,
     seed: int = 0,
 ) -> Splits:
-    """Load the dataset ``name`` whole; see the module docstring and ``conf/dataset/``."""
+    """Load the dataset ``name`` (one of :data:`DATASETS`) whole. Each takes only its own options
+    (:data:`DATASET_OPTIONS`; ``tdgs-train``'s ``dataset.<option>``, whose defaults are these):
+
+    Args:
+        root: torchvision sets: where downloaded or extracted files live.
+        source: MNIST, Fashion-MNIST: a folder holding the four IDX files (plain or .gz), read
+            instead of ``root``'s (e.g. /usr/share/datasets/fashion-mnist).
+        download: torchvision sets: try to download missing files.
+        geometry: synthetic: ``mnist`` (1x28x28) or ``cifar`` (3x32x32) images.
+        train_size, test_size: synthetic: images per split.
+        seed: digits: the 80/20 split; synthetic: the generation. Fixed, independent of the run's seed.
+    """
     if name in ("mnist", "fashion_mnist"):
         return load_idx_dataset(name, root=root, source=source, download=download)
     if source is not None:

@@ -5,6 +5,7 @@ pooler in place of a network's ``nn.MaxPool2d`` layers."""
 from __future__ import annotations
 
 import inspect
+import typing
 
 from torch import nn
 
@@ -28,15 +29,24 @@ POOLERS: dict[str, type[Pool2d]] = {
 }
 
 
-def pooler_options(name: str) -> tuple[str, ...]:
-    """The keyword options the pooler ``name`` takes: its own, then the window's (``kernel_size``,
-    ``stride``, ``padding``, ``dilation``, ``ceil_mode``)."""
-    options = []
-    for cls in POOLERS[name].__mro__:
+def pooler_signature(name: str) -> dict[str, tuple[type, object]]:
+    """option -> (type, default) of every keyword option the pooler ``name`` takes: the window's
+    (``kernel_size``, ``stride``, ``padding``, ``dilation``, ``ceil_mode``), then its own. The one
+    place the options' defaults are written is the modules' signatures; the config schemas derive
+    from this."""
+    options = {}
+    for cls in reversed(POOLERS[name].__mro__):
         if issubclass(cls, Pool2d) and "__init__" in vars(cls):
-            parameters = inspect.signature(cls.__init__).parameters.values()
-            options += [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in options]
-    return tuple(options)
+            hints = typing.get_type_hints(cls.__init__)
+            for p in inspect.signature(cls.__init__).parameters.values():
+                if p.kind is p.KEYWORD_ONLY:
+                    options[p.name] = (hints[p.name], p.default)
+    return options
+
+
+def pooler_options(name: str) -> tuple[str, ...]:
+    """The keyword options the pooler ``name`` takes (see :func:`pooler_signature`)."""
+    return tuple(pooler_signature(name))
 
 
 def create_pooler(name: str, channels: int | None = None, **options) -> nn.Module:
@@ -60,6 +70,7 @@ __all__ = [
     "POOLERS",
     "create_pooler",
     "pooler_options",
+    "pooler_signature",
     "replace_pooling",
     "AvgPool",
     "GatedPool",

@@ -12,20 +12,8 @@ from ..config import POOLER_SCHEMAS
 from ..pooling import POOLERS
 from ..results import CONFIG, METRICS, SUMMARY, TEMPERATURES
 
-# pooler options as summary.csv columns (tdgs.train.pooler_columns), in display order
-OPTIONS = (
-    "t0",
-    "granularity",
-    "normalize",
-    "eval_mode",
-    "hard",
-    "rectifier",
-    "eps",
-    "grid_size",
-    "kernel_size",
-    "stride",
-    "padding",
-)
+# pooler options as summary.csv columns (tdgs.train.pooler_columns): every pooler's, from their schemas
+OPTIONS = tuple(dict.fromkeys(f.name for s in POOLER_SCHEMAS.values() for f in fields(s) if f.name != "name"))
 SETTING = ["dataset", "model", "epochs"]  # runs that differ in these are never pooled
 
 
