@@ -7,6 +7,9 @@ import triton.language as tl
 
 from .philox import uniform
 
+# fmt: off
+# (the kernels' long parameter lists stay a few lines each, not one line per parameter)
+
 TINY = tl.constexpr(1.1754943508222875e-38)  # float32's smallest normal number (a kernel reads only constexpr globals)
 
 
@@ -62,35 +65,9 @@ def _gated_window(a, inside, live, w, bias, HAS_MASK: tl.constexpr):
 
 
 @triton.jit
-def gated_forward_kernel(
-    x_ptr,
-    mask_ptr,
-    bias_ptr,
-    out_ptr,
-    windows,
-    C,
-    H,
-    W,
-    P,
-    Ho,
-    Wo,
-    sxb,
-    sxc,
-    sxh,
-    sxw,
-    smr,
-    smj,
-    sbr,
-    sob,
-    soc,
-    soh,
-    sow,
-    K: tl.constexpr,
-    S: tl.constexpr,
-    KK_PAD: tl.constexpr,
-    HAS_MASK: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
+def gated_forward_kernel(x_ptr, mask_ptr, bias_ptr, out_ptr, windows, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, smr,
+                         smj, sbr, sob, soc, soh, sow, K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr,
+                         HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
     b, c, oh, ow = _split(window, C, Ho, Wo)
@@ -106,41 +83,10 @@ def gated_forward_kernel(
 
 
 @triton.jit
-def gated_backward_kernel(
-    grad_ptr,
-    x_ptr,
-    mask_ptr,
-    bias_ptr,
-    gx_ptr,
-    gp_ptr,
-    C,
-    H,
-    W,
-    P,
-    Ho,
-    Wo,
-    sxb,
-    sxc,
-    sxh,
-    sxw,
-    smr,
-    smj,
-    sbr,
-    sgb,
-    sgc,
-    sgh,
-    sgw,
-    sxgb,
-    sxgc,
-    sxgh,
-    sxgw,
-    K: tl.constexpr,
-    S: tl.constexpr,
-    KK_PAD: tl.constexpr,
-    HAS_MASK: tl.constexpr,
-    OVERLAP: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
+def gated_backward_kernel(grad_ptr, x_ptr, mask_ptr, bias_ptr, gx_ptr, gp_ptr, C, H, W, P, Ho, Wo, sxb, sxc, sxh,
+                          sxw, smr, smj,
+                          sbr, sgb, sgc, sgh, sgw, sxgb, sxgc, sxgh, sxgw, K: tl.constexpr, S: tl.constexpr,
+                          KK_PAD: tl.constexpr, HAS_MASK: tl.constexpr, OVERLAP: tl.constexpr, BLOCK: tl.constexpr):
     """One program per plane (b, c): d/dx of its windows, and its sums of d/dmask and d/dbias into
     row ``plane`` of ``gp_ptr`` (float32, (B*C, k*k + 1), or (B*C, 1) without a mask)."""
     plane = tl.program_id(0).to(tl.int64)
@@ -207,31 +153,9 @@ def _stochastic_mean(a, inside):
 
 
 @triton.jit
-def stochastic_forward_kernel(
-    x_ptr,
-    seed_ptr,
-    out_ptr,
-    windows,
-    C,
-    H,
-    W,
-    P,
-    Ho,
-    Wo,
-    sxb,
-    sxc,
-    sxh,
-    sxw,
-    sob,
-    soc,
-    soh,
-    sow,
-    K: tl.constexpr,
-    S: tl.constexpr,
-    KK_PAD: tl.constexpr,
-    TRAINING: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
+def stochastic_forward_kernel(x_ptr, seed_ptr, out_ptr, windows, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, sob, soc,
+                              soh, sow, K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr, TRAINING: tl.constexpr,
+                              BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
     b, c, oh, ow = _split(window, C, Ho, Wo)
@@ -246,37 +170,10 @@ def stochastic_forward_kernel(
 
 
 @triton.jit
-def stochastic_backward_kernel(
-    grad_ptr,
-    x_ptr,
-    seed_ptr,
-    gx_ptr,
-    windows,
-    C,
-    H,
-    W,
-    P,
-    Ho,
-    Wo,
-    sxb,
-    sxc,
-    sxh,
-    sxw,
-    sgb,
-    sgc,
-    sgh,
-    sgw,
-    sxgb,
-    sxgc,
-    sxgh,
-    sxgw,
-    K: tl.constexpr,
-    S: tl.constexpr,
-    KK_PAD: tl.constexpr,
-    TRAINING: tl.constexpr,
-    OVERLAP: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
+def stochastic_backward_kernel(grad_ptr, x_ptr, seed_ptr, gx_ptr, windows, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw,
+                               sgb, sgc, sgh, sgw, sxgb, sxgc, sxgh, sxgw, K: tl.constexpr, S: tl.constexpr,
+                               KK_PAD: tl.constexpr, TRAINING: tl.constexpr, OVERLAP: tl.constexpr,
+                               BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
     b, c, oh, ow = _split(window, C, Ho, Wo)
@@ -315,31 +212,9 @@ def _s3_block_size(oh, ow, H, W, P, REPEAT: tl.constexpr):
 
 
 @triton.jit
-def s3_forward_kernel(
-    x_ptr,
-    lines_ptr,
-    out_ptr,
-    windows,
-    C,
-    H,
-    W,
-    P,
-    Ho,
-    Wo,
-    sxb,
-    sxc,
-    sxh,
-    sxw,
-    sob,
-    soc,
-    soh,
-    sow,
-    K: tl.constexpr,
-    S: tl.constexpr,
-    KK_PAD: tl.constexpr,
-    TRAINING: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
+def s3_forward_kernel(x_ptr, lines_ptr, out_ptr, windows, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, sob, soc, soh, sow,
+                      K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr, TRAINING: tl.constexpr,
+                      BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
     b, c, oh, ow = _split(window, C, Ho, Wo)
@@ -357,36 +232,9 @@ def s3_forward_kernel(
 
 
 @triton.jit
-def s3_backward_kernel(
-    grad_ptr,
-    x_ptr,
-    lines_ptr,
-    gx_ptr,
-    windows,
-    C,
-    H,
-    W,
-    P,
-    Ho,
-    Wo,
-    sxb,
-    sxc,
-    sxh,
-    sxw,
-    sgb,
-    sgc,
-    sgh,
-    sgw,
-    sxgb,
-    sxgc,
-    sxgh,
-    sxgw,
-    K: tl.constexpr,
-    S: tl.constexpr,
-    KK_PAD: tl.constexpr,
-    TRAINING: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
+def s3_backward_kernel(grad_ptr, x_ptr, lines_ptr, gx_ptr, windows, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw,
+                       sgb, sgc, sgh, sgw, sxgb, sxgc, sxgh, sxgw, K: tl.constexpr, S: tl.constexpr,
+                       KK_PAD: tl.constexpr, TRAINING: tl.constexpr, BLOCK: tl.constexpr):
     """Each window passes its share of the output's gradient to its first largest element
     (atomically: the stride-1 windows overlap)."""
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)

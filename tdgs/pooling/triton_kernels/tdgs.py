@@ -9,6 +9,9 @@ import triton.language as tl
 
 from .philox import window_uniforms
 
+# fmt: off
+# (the kernels' long parameter lists stay a few lines each, not one line per parameter)
+
 # globals a kernel reads must be constexprs (the interpreter does not check it; compiling does)
 NONE, L1, L2, MAX = (tl.constexpr(code) for code in range(4))  # normalize
 HARD, SOFT, EXPECTATION, ARGMAX = (tl.constexpr(code) for code in range(4))  # mode
@@ -34,33 +37,9 @@ def _temperature(theta, eps, RECTIFIER: tl.constexpr):
 
 
 @triton.jit
-def _window_state(
-    x_ptr,
-    t_ptr,
-    seed_ptr,
-    window,
-    live,
-    C,
-    H,
-    W,
-    P,
-    Ho,
-    Wo,
-    sxb,
-    sxc,
-    sxh,
-    sxw,
-    stc,
-    sth,
-    stw,
-    eps,
-    K: tl.constexpr,
-    S: tl.constexpr,
-    KK_PAD: tl.constexpr,
-    NORMALIZE: tl.constexpr,
-    MODE: tl.constexpr,
-    RECTIFIER: tl.constexpr,
-):
+def _window_state(x_ptr, t_ptr, seed_ptr, window, live, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw, eps,
+                  K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr, NORMALIZE: tl.constexpr, MODE: tl.constexpr,
+                  RECTIFIER: tl.constexpr):
     """Everything the forward and backward passes need about windows ``window`` (shape (BLOCK,));
     ``t_ptr`` holds theta, ``T = rectifier(theta) + eps``."""
     ow = window % Wo
@@ -120,67 +99,13 @@ def _window_state(
 
 
 @triton.jit
-def tdgs_forward_kernel(
-    x_ptr,
-    t_ptr,
-    seed_ptr,
-    out_ptr,
-    windows,
-    C,
-    H,
-    W,
-    P,
-    Ho,
-    Wo,
-    sxb,
-    sxc,
-    sxh,
-    sxw,
-    stc,
-    sth,
-    stw,
-    sob,
-    soc,
-    soh,
-    sow,
-    eps,
-    K: tl.constexpr,
-    S: tl.constexpr,
-    KK_PAD: tl.constexpr,
-    NORMALIZE: tl.constexpr,
-    MODE: tl.constexpr,
-    RECTIFIER: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
+def tdgs_forward_kernel(x_ptr, t_ptr, seed_ptr, out_ptr, windows, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw,
+                        sob, soc, soh, sow, eps, K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr,
+                        NORMALIZE: tl.constexpr, MODE: tl.constexpr, RECTIFIER: tl.constexpr, BLOCK: tl.constexpr):
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
-    state = _window_state(
-        x_ptr,
-        t_ptr,
-        seed_ptr,
-        window,
-        live,
-        C,
-        H,
-        W,
-        P,
-        Ho,
-        Wo,
-        sxb,
-        sxc,
-        sxh,
-        sxw,
-        stc,
-        sth,
-        stw,
-        eps,
-        K,
-        S,
-        KK_PAD,
-        NORMALIZE,
-        MODE,
-        RECTIFIER,
-    )
+    state = _window_state(x_ptr, t_ptr, seed_ptr, window, live, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth,
+                          stw, eps, K, S, KK_PAD, NORMALIZE, MODE, RECTIFIER)
     out = state[9]
     ow = window % Wo
     oh = (window // Wo) % Ho
@@ -190,76 +115,18 @@ def tdgs_forward_kernel(
 
 
 @triton.jit
-def tdgs_backward_kernel(
-    grad_ptr,
-    x_ptr,
-    t_ptr,
-    seed_ptr,
-    gx_ptr,
-    gt_ptr,
-    windows,
-    C,
-    H,
-    W,
-    P,
-    Ho,
-    Wo,
-    sxb,
-    sxc,
-    sxh,
-    sxw,
-    stc,
-    sth,
-    stw,
-    sgb,
-    sgc,
-    sgh,
-    sgw,
-    sxgb,
-    sxgc,
-    sxgh,
-    sxgw,
-    eps,
-    K: tl.constexpr,
-    S: tl.constexpr,
-    KK_PAD: tl.constexpr,
-    NORMALIZE: tl.constexpr,
-    MODE: tl.constexpr,
-    RECTIFIER: tl.constexpr,
-    OVERLAP: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
+def tdgs_backward_kernel(grad_ptr, x_ptr, t_ptr, seed_ptr, gx_ptr, gt_ptr, windows, C, H, W, P, Ho, Wo,
+                         sxb, sxc, sxh, sxw, stc, sth, stw, sgb, sgc, sgh, sgw, sxgb, sxgc, sxgh, sxgw, eps,
+                         K: tl.constexpr, S: tl.constexpr, KK_PAD: tl.constexpr, NORMALIZE: tl.constexpr,
+                         MODE: tl.constexpr, RECTIFIER: tl.constexpr, OVERLAP: tl.constexpr, BLOCK: tl.constexpr):
     """d/dx into ``gx_ptr`` (stored, or added atomically where windows overlap) and d/dtheta of every
     window into ``gt_ptr`` (float32, (B, C, Ho, Wo) contiguous). Straight-through: the gradient of
     sum(a * y), y = softmax(z + g), through a (also directly through the pick) and T = rectifier(theta) + eps."""
     window = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = window < windows
     a, n, y, soft, pick, peak_j, inv_t, inv_peak, inv_scaled, out, b, c, row, col, inside, slope = _window_state(
-        x_ptr,
-        t_ptr,
-        seed_ptr,
-        window,
-        live,
-        C,
-        H,
-        W,
-        P,
-        Ho,
-        Wo,
-        sxb,
-        sxc,
-        sxh,
-        sxw,
-        stc,
-        sth,
-        stw,
-        eps,
-        K,
-        S,
-        KK_PAD,
-        NORMALIZE,
-        MODE,
-        RECTIFIER,
+        x_ptr, t_ptr, seed_ptr, window, live, C, H, W, P, Ho, Wo, sxb, sxc, sxh, sxw, stc, sth, stw, eps,
+        K, S, KK_PAD, NORMALIZE, MODE, RECTIFIER,
     )
     ow = window % Wo
     oh = (window // Wo) % Ho
