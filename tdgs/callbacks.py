@@ -1,11 +1,13 @@
 """Hydra callbacks of tdgs-train (``hydra.callbacks`` in ``conf/config.yaml``): an output folder
-that cannot be written is refused in one line before any work, and a sweep whose jobs did not all
-complete says so in one line and exits non-zero once every job has run."""
+that cannot be written, or the SLURM launcher without SLURM, is refused in one line before any
+work, and a sweep whose jobs did not all complete says so in one line and exits non-zero once
+every job has run."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -38,6 +40,13 @@ def check_writable(folder: Path, key: str) -> None:
         refuse(f"{key}={folder} cannot be written ({error.strerror or error}); choose another folder, e.g. {key}=DIR")
 
 
+def check_slurm(launcher: DictConfig) -> None:
+    """The SLURM launcher where there is no SLURM (no ``sbatch``): refused in one line, not with
+    submitit's traceback."""
+    if str(launcher.get("_target_", "")).endswith(".SlurmLauncher") and shutil.which("sbatch") is None:
+        refuse("hydra/launcher=slurm needs SLURM, but sbatch is not on PATH here; use hydra/launcher=local_parallel")
+
+
 def failed_jobs(sweep: Path) -> tuple[list[Path], list[Path]]:
     """(every job folder of ``sweep``, those whose summary.csv does not say completed)."""
     jobs = sorted(path.parent for path in sweep.glob("*/.hydra"))
@@ -52,6 +61,7 @@ class RunChecks(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         check_writable(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+        check_slurm(config.hydra.launcher)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep = Path(config.hydra.sweep.dir)

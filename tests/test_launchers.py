@@ -70,3 +70,21 @@ def test_slurm_config_is_ready(tmp_path):
         1,
         4,
     )
+
+
+def test_the_slurm_launcher_without_slurm_is_refused_in_one_line(tmp_path):
+    env = {**os.environ, "TDGS_DATA_DIR": str(tmp_path / "data"), "PATH": f"{BIN}{os.pathsep}/usr/bin:/bin"}
+    done = subprocess.run(
+        [BIN / "tdgs-train", "-m", *SMALL, "hydra/launcher=slurm", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in output, output[-2000:]
+    (line,) = [text for text in output.splitlines() if "ERROR" in text]
+    assert line.endswith(
+        "hydra/launcher=slurm needs SLURM, but sbatch is not on PATH here; use hydra/launcher=local_parallel"
+    )
