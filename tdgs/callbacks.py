@@ -60,8 +60,8 @@ class RunChecks(Callback):
         check_writable(Path(config.hydra.run.dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        check_slurm(config.hydra.launcher)  # first: a refused launch leaves no empty sweep folder
         check_writable(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
-        check_slurm(config.hydra.launcher)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep = Path(config.hydra.sweep.dir)

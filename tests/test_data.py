@@ -197,3 +197,15 @@ def test_synthetic_bad_geometry():
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="'imagenet'"):
         load_dataset("imagenet")
+
+
+def test_a_damaged_source_file_is_named_not_its_temporary_copy(tmp_path):
+    make_idx_folder(tmp_path / "source", gz=False)
+    src = tmp_path / "source" / IDX_FILES[1]
+    src.write_bytes(src.read_bytes()[:-3])
+    with pytest.raises(
+        DatasetUnavailable,
+        match=rf"^{src} is damaged or incomplete: its header promises \d+ bytes, it holds \d+; replace it$",
+    ):
+        load_dataset("fashion_mnist", root=str(tmp_path / "data"), source=str(tmp_path / "source"))
+    assert not list((tmp_path / "data" / "FashionMNIST" / "raw").glob(".*partial"))

@@ -60,6 +60,7 @@ BAD_OPTIONS = [
     ("tdgs", {"eps": -0.1}, "eps"),
     ("tdgs", {"granularity": "pixel"}, "granularity"),
     ("tdgs", {"rectifier": "elu"}, "rectifier"),
+    ("tdgs", {"rectifier": None}, "rectifier"),  # the function's None (T given) is not the module's
     ("tdgs", {"normalize": "l3"}, "normalize"),
     ("tdgs", {"hard": "yes"}, "hard"),
     ("tdgs", {"eval_mode": "mean"}, "eval_mode"),
@@ -282,3 +283,9 @@ def test_the_pure_functions_check_their_arguments_in_one_line(call, match):
     with pytest.raises(ValueError, match=match) as info:
         call(torch.rand(2, 4, 6, 6))
     assert "\n" not in str(info.value)
+
+
+def test_gated_gate_checks_its_input():
+    pool = create_pooler("gated", 4)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        pool.gate(torch.rand(4, 8, 8))

@@ -45,20 +45,21 @@ def preparing(folder: Path) -> FileLock:
     return FileLock(str(folder / ".prepare.lock"))
 
 
-def check_idx(path: Path) -> None:
+def check_idx(path: Path, shown: Path | None = None, remedy: str = "delete it to fetch it again") -> None:
     """Refuse a damaged or half-written IDX file: its header (magic number, then one big-endian
-    size per dimension) must promise exactly the bytes the file holds."""
+    size per dimension) must promise exactly the bytes the file holds. The message names ``shown``
+    (default ``path``) and ends with ``remedy``."""
+    shown = shown or path
     with open(path, "rb") as f:
         header = f.read(4)
         dims = f.read(4 * header[3]) if len(header) == 4 else b""
     size = path.stat().st_size
     if len(header) < 4 or header[:3] != b"\x00\x00\x08" or len(dims) != 4 * header[3]:
-        raise DatasetUnavailable(f"{path} is not an IDX file of bytes (damaged?); delete it to fetch it again")
+        raise DatasetUnavailable(f"{shown} is not an IDX file of bytes (damaged?); {remedy}")
     expected = 4 + len(dims) + math.prod(struct.unpack(f">{header[3]}I", dims))
     if size != expected:
         raise DatasetUnavailable(
-            f"{path} is damaged or incomplete: its header promises {expected} bytes, it holds {size}; "
-            "delete it to fetch it again"
+            f"{shown} is damaged or incomplete: its header promises {expected} bytes, it holds {size}; {remedy}"
         )
 
 
@@ -67,13 +68,17 @@ def _stage(src: Path, target: Path) -> None:
     ``target``'s name: a half-written file never stays behind."""
     opener = gzip.open if src.suffix == ".gz" else open
 
-    def write(partial: Path) -> None:
+    def read(fin, size: int = 1 << 20) -> bytes:  # reading errors are the source's (writing: the folder's)
         try:
-            with opener(src, "rb") as fin, open(partial, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
-            check_idx(partial)
-        except (OSError, EOFError, DatasetUnavailable) as error:  # a truncated .gz, a damaged file
+            return fin.read(size)
+        except (OSError, EOFError) as error:  # a truncated .gz, a damaged file
             raise DatasetUnavailable(f"{src} is damaged or incomplete ({describe(error)}); replace it") from None
+
+    def write(partial: Path) -> None:
+        with opener(src, "rb") as fin, open(partial, "wb") as fout:
+            while chunk := read(fin):
+                fout.write(chunk)  # an OSError here (a full disk): replace_atomic's OutputError
+        check_idx(partial, shown=src, remedy="replace it")
 
     replace_atomic(target, write)
 

@@ -25,6 +25,7 @@ def gate_map(
 ) -> torch.Tensor:
     """The responsive gate ``sigmoid(w . R_j + b)`` of every window (padded positions add nothing).
     Shape: (B, C, H, W) -> (B, C, Ho, Wo)."""
+    check_input(x, kernel_size, stride, padding)
     channels = x.shape[1]
     weight = mask.view(-1, 1, kernel_size, kernel_size).expand(channels, 1, kernel_size, kernel_size)
     logit = F.conv2d(

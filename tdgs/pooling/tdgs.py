@@ -165,7 +165,7 @@ class TDGSPool(LazyChannels, Pool2d):
         self.t0 = check_positive_float("t0", t0)
         self.granularity = check_choice("granularity", granularity, GRANULARITIES)
         self.eps = check_positive_float("eps", eps)
-        check_options(normalize, hard, eval_mode, rectifier)
+        check_options(normalize, hard, eval_mode, check_choice("rectifier", rectifier, RECTIFIERS))
         self.rectifier, self.normalize, self.hard, self.eval_mode = rectifier, normalize, hard, eval_mode
         if input_size is not None and granularity != "position":
             raise ValueError(f"input_size is only for granularity='position', not {granularity!r}")

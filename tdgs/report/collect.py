@@ -13,7 +13,8 @@ from ..pooling import POOLERS
 from ..results import CONFIG, METRICS, SUMMARY, TEMPERATURES
 
 # pooler options as summary.csv columns (tdgs.train.pooler_columns): every pooler's, from their schemas
-OPTIONS = tuple(dict.fromkeys(f.name for s in POOLER_SCHEMAS.values() for f in fields(s) if f.name != "name"))
+_ALL_OPTIONS = dict.fromkeys(f.name for s in POOLER_SCHEMAS.values() for f in fields(s) if f.name != "name")
+OPTIONS = tuple(sorted(_ALL_OPTIONS, key=lambda o: o in ("kernel_size", "stride", "padding")))  # the window last
 SETTING = ["dataset", "model", "epochs"]  # runs that differ in these are never pooled
 
 
