@@ -19,8 +19,8 @@ demo: $(STAMP)
 	@latest=$$(ls -td outputs/demo/*/ | head -1); echo; echo "Results in $$latest:"; \
 	$(PY) -m tdgs.results $$latest
 
-## test: the default test suite (slow tests excluded)
-test: $(STAMP)
+## test: the linter, then the default test suite (slow tests excluded); what CI runs
+test: lint
 	$(PY) -m pytest -q
 
 ## lint: ruff's checks and formatting (configured in pyproject.toml); `ruff format .` fixes the latter
