@@ -402,6 +402,11 @@ def wide(table: pd.DataFrame, index: str, columns: str, cell) -> pd.DataFrame:
     return out.loc[list(dict.fromkeys(table[index])), list(dict.fromkeys(table[columns]))].reset_index()
 
 
+def step_table(table: pd.DataFrame, setting: str, cell) -> str:
+    """Train-step timings as Markdown: a row per pooler, a column per ``setting`` and mode."""
+    return markdown(wide(table.assign(column=table[setting] + " " + table["mode"]), "pooler", "column", cell)) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=25, help="timed rounds per candidate")
@@ -457,7 +462,7 @@ def main() -> None:
             "(ratio to max in the same mode; speed-up over the original TDGS code's eager step)\n"
         )
         cell = lambda r: f"{r.ms:.2f} ({r.ratio_to_max:.2f}x; {r.speedup_over_original:.1f}x)"  # noqa: E731
-        print(markdown(wide(steps.assign(column=steps.dataset + " " + steps["mode"]), "pooler", "column", cell)) + "\n")
+        print(step_table(steps, "dataset", cell))
 
     if "networks" in args.only:
         networks = bench_networks(args, device)
@@ -466,11 +471,7 @@ def main() -> None:
             f"## torchvision networks (model=), train step, CIFAR geometry, precision {args.precision}: "
             "median ms (ratio to max)\n"
         )
-        cell = lambda r: f"{r.ms:.1f} ({r.ratio_to_max:.2f}x)"  # noqa: E731
-        print(
-            markdown(wide(networks.assign(column=networks.model + " " + networks["mode"]), "pooler", "column", cell))
-            + "\n"
-        )
+        print(step_table(networks, "model", lambda r: f"{r.ms:.1f} ({r.ratio_to_max:.2f}x)"))
 
     if "epoch" in args.only:
         epoch = bench_epoch(args, device)

@@ -23,6 +23,14 @@ _SCRIPT = Path(sys.executable).with_name("tdgs-train")
 TRAIN = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "tdgs.cli"]
 
 ALL_POOLERS = list(POOLERS)
+# tdgs-train overrides for a run of seconds: 256 + 128 synthetic images, one epoch, no bars
+SMALL_RUN = [
+    "dataset=synthetic",
+    "dataset.train_size=256",
+    "dataset.test_size=128",
+    "trainer.epochs=1",
+    "trainer.progress=false",
+]
 RANDOM_POOLERS = ["stochastic", "s3", "tdgs"]
 TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where the Triton kernels run here
 

@@ -8,15 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+from conftest import SMALL_RUN
 
 BIN = Path(sys.executable).parent
-SMALL = [
-    "dataset=synthetic",
-    "dataset.train_size=256",
-    "dataset.test_size=128",
-    "trainer.epochs=1",
-    "trainer.progress=false",
-]
+SMALL = SMALL_RUN
 
 
 def _sweep(tmp_path, *args):

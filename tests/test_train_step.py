@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SMALL_RUN
 from test_reliability import _compose, assert_refused_in_one_line, run_train
 
 import tdgs.step
@@ -20,14 +21,7 @@ from tdgs.train import TrainingDiverged, train
 from tdgs.validate import ConfigError, validate
 
 # the CPU tests run on the CPU also where a GPU is (device=cpu): their expectations are the CPU's
-SMALL = [
-    "dataset=synthetic",
-    "dataset.train_size=256",
-    "dataset.test_size=128",
-    "trainer.epochs=1",
-    "trainer.progress=false",
-    "device=cpu",
-]
+SMALL = [*SMALL_RUN, "device=cpu"]
 EASY = [
     "dataset=synthetic",
     "dataset.train_size=512",

@@ -57,6 +57,15 @@ def _grad_input(x: torch.Tensor, kernel_size: int, stride: int, padding: int, ou
     return (buffer if exact else buffer.zero_()), overlap
 
 
+def _tdgs_constants(kernel_size, stride, normalize, mode, rectifier) -> dict:
+    """The compile-time constants both TDGS kernels take (and the launch's block and warps)."""
+    pad = _pad(kernel_size * kernel_size)
+    return dict(
+        K=kernel_size, S=stride, KK_PAD=pad, NORMALIZE=NORMALIZE_CODES[normalize], MODE=MODE_CODES[mode],
+        RECTIFIER=RECTIFIER_CODES[rectifier], BLOCK=_block(pad), num_warps=WARPS,
+    )  # fmt: skip
+
+
 def tdgs_forward(x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier="none", eps=0.0):
     out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
     out = pooled_empty(x, out_h, out_w)
@@ -64,31 +73,11 @@ def tdgs_forward(x, theta, seed, kernel_size, stride, padding, normalize, mode, 
     if windows == 0:
         return out
     t = theta.expand(x.shape[1], out_h, out_w)  # (C, Ho, Wo), broadcast dimensions of stride 0
-    pad = _pad(kernel_size * kernel_size)
-    block = _block(pad)
-    tdgs.tdgs_forward_kernel[(triton.cdiv(windows, block),)](
-        x,
-        t,
-        seed,
-        out,
-        windows,
-        *x.shape[1:],
-        padding,
-        out_h,
-        out_w,
-        *x.stride(),
-        *t.stride(),
-        *out.stride(),
-        float(eps),
-        K=kernel_size,
-        S=stride,
-        KK_PAD=pad,
-        NORMALIZE=NORMALIZE_CODES[normalize],
-        MODE=MODE_CODES[mode],
-        RECTIFIER=RECTIFIER_CODES[rectifier],
-        BLOCK=block,
-        num_warps=WARPS,
-    )
+    constants = _tdgs_constants(kernel_size, stride, normalize, mode, rectifier)
+    tdgs.tdgs_forward_kernel[(triton.cdiv(windows, constants["BLOCK"]),)](
+        x, t, seed, out, windows, *x.shape[1:], padding, out_h, out_w,
+        *x.stride(), *t.stride(), *out.stride(), float(eps), **constants,
+    )  # fmt: skip
     return out
 
 
@@ -100,35 +89,11 @@ def tdgs_backward(grad, x, theta, seed, kernel_size, stride, padding, normalize,
     windows = grad_t.numel()
     if windows:
         t = theta.expand(x.shape[1], out_h, out_w)
-        pad = _pad(kernel_size * kernel_size)
-        block = _block(pad)
-        tdgs.tdgs_backward_kernel[(triton.cdiv(windows, block),)](
-            grad,
-            x,
-            t,
-            seed,
-            grad_x,
-            grad_t,
-            windows,
-            *x.shape[1:],
-            padding,
-            out_h,
-            out_w,
-            *x.stride(),
-            *t.stride(),
-            *grad.stride(),
-            *grad_x.stride(),
-            float(eps),
-            K=kernel_size,
-            S=stride,
-            KK_PAD=pad,
-            NORMALIZE=NORMALIZE_CODES[normalize],
-            MODE=MODE_CODES[mode],
-            RECTIFIER=RECTIFIER_CODES[rectifier],
-            OVERLAP=overlap,
-            BLOCK=block,
-            num_warps=WARPS,
-        )
+        constants = _tdgs_constants(kernel_size, stride, normalize, mode, rectifier)
+        tdgs.tdgs_backward_kernel[(triton.cdiv(windows, constants["BLOCK"]),)](
+            grad, x, t, seed, grad_x, grad_t, windows, *x.shape[1:], padding, out_h, out_w,
+            *x.stride(), *t.stride(), *grad.stride(), *grad_x.stride(), float(eps), OVERLAP=overlap, **constants,
+        )  # fmt: skip
     return grad_x.to(x.dtype), grad_t
 
 
