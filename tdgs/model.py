@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .pooling import create_pooler
+from .pooling.base import WINDOW
 from .pooling.windows import pooled_size
 
 WIDTHS = (16, 32, 64)  # conv output channels per stage
@@ -28,9 +29,7 @@ class PoolingCNN(nn.Module):
     def __init__(self, pooler: str, image_shape: tuple[int, int, int], num_classes: int, **pooler_options) -> None:
         super().__init__()
         channels, height, width = image_shape
-        window = [
-            pooler_options.get(key, default) for key, default in (("kernel_size", 2), ("stride", 2), ("padding", 0))
-        ]
+        window = [pooler_options.get(key, default) for key, default in WINDOW.items()]
         self.convs = nn.ModuleList()
         self.pools = nn.ModuleList()
         for width_out in WIDTHS:

@@ -10,8 +10,7 @@ from torchvision import models
 
 from .model import PoolingCNN
 from .pooling import replace_pooling
-
-WINDOW = {"kernel_size": 2, "stride": 2, "padding": 0}  # the pooler's window options, at their defaults
+from .pooling.base import WINDOW
 
 
 def resnet18(image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:

@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 from .checkpoint import CHECKPOINT, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .data import Splits, load_dataset
 from .errors import ConfigError, Interrupted, OutputError, TrainingDiverged, describe
-from .networks import WINDOW, build_model
+from .networks import build_model
+from .pooling.base import WINDOW
 from .results import (
     CONFIG,
     METRICS,

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
@@ -52,6 +54,14 @@ class Pool2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+# the window options every pooler takes (as nn.MaxPool2d) and their defaults, from the signature
+WINDOW = {
+    k: p.default
+    for k, p in inspect.signature(Pool2d.__init__).parameters.items()
+    if k in ("kernel_size", "stride", "padding")
+}
 
 
 class LazyChannels(LazyModuleMixin):
