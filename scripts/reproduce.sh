@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the deck's tables and more in one folder: the sweeps experiment=deck_table,
-# temperature_init, all_poolers and tdgs_ablation, then tdgs-report over all of them.
+# long_training, temperature_lr, temperature_init, all_poolers and tdgs_ablation (the deck's
+# question first), then tdgs-report over all of them.
 #
 #   scripts/reproduce.sh [--smoke] [OVERRIDE...]
 #     --smoke       synthetic data, 1 epoch, seeds 0 and 1: checks the whole path in minutes
@@ -49,7 +50,7 @@ if [[ ${#resume[@]} -eq 0 ]]; then  # what --resume runs again
   if [[ ${#args[@]} -gt 0 ]]; then printf '%s\n' "${args[@]}" > "$out/reproduce.args"; else : > "$out/reproduce.args"; fi
 fi
 failed=()
-for experiment in deck_table temperature_init all_poolers tdgs_ablation; do
+for experiment in deck_table long_training temperature_lr temperature_init all_poolers tdgs_ablation; do
   echo "== $experiment -> $out/$experiment"
   if ! tdgs-train -m "experiment=$experiment" "hydra.sweep.dir=$out/$experiment" "${overrides[@]}" "${resume[@]}"; then
     failed+=("$experiment")  # finished runs stay; the report lists what is missing

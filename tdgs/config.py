@@ -61,6 +61,7 @@ class TrainerConfig:
     epochs: int = 10  # passes over the training set
     batch_size: int = 64  # training batch size
     lr: float = 1e-3  # Adam learning rate
+    theta_lr_scale: float = 1.0  # TDGS temperatures' (theta's) learning rate, as a multiple of lr
     eval_batch_size: int = 1000  # batch size for evaluation (no effect on results)
     progress: bool | None = None  # tqdm bars: None = only on a terminal
     threads: int | None = None  # torch CPU threads; None = torch's default

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import describe
+from .pooling import TDGSPool
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,16 @@ def uncaptured_steps_allowed():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=CAPTURABLE_WARNING)
         yield
+
+
+def parameter_groups(model: torch.nn.Module, lr: float, theta_lr_scale: float = 1.0) -> list[dict]:
+    """The optimizer's parameter groups: the TDGS temperatures' parameters (``theta``) learn at
+    ``lr * theta_lr_scale`` (``trainer.theta_lr_scale``), the rest at ``lr``; one group at scale 1."""
+    theta = [m.theta for m in model.modules() if isinstance(m, TDGSPool)]
+    if theta_lr_scale == 1 or not theta:
+        return [{"params": list(model.parameters()), "lr": lr}]
+    rest = [p for p in model.parameters() if all(p is not t for t in theta)]
+    return [{"params": rest, "lr": lr}, {"params": theta, "lr": lr * theta_lr_scale}]
 
 
 def make_adam(parameters, lr: float, *, device: torch.device, mode: str) -> torch.optim.Adam:

@@ -11,11 +11,14 @@ from .pooling import GatedPool, MixedPool, Pool2d, TDGSPool
 
 
 def temperature_stats(temperature: torch.Tensor) -> dict[str, float]:
-    """mean, median, min, max of ``T`` and the share of max-like temperatures (``T < 1``)."""
+    """mean, median, quartiles, min, max of ``T`` and the share of max-like temperatures (``T < 1``)."""
     t = temperature.detach().float().flatten()
+    q25, q75 = torch.quantile(t, torch.tensor([0.25, 0.75], device=t.device)).tolist()
     return {
         "T_mean": t.mean().item(),
         "T_median": t.median().item(),
+        "T_q25": q25,
+        "T_q75": q75,
         "T_min": t.min().item(),
         "T_max": t.max().item(),
         "T_below_1": (t < 1).float().mean().item(),

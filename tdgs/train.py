@@ -39,7 +39,7 @@ from .results import (
     write_csv_atomic,
     write_text_atomic,
 )
-from .step import TrainStep, autocast, make_adam, resolve_mode
+from .step import TrainStep, autocast, make_adam, parameter_groups, resolve_mode
 from .summaries import pooler_summary, temperature_table
 from .validate import resolve_device, validate
 
@@ -105,26 +105,35 @@ def stop_requests():
             signal.signal(s, h)
 
 
-def identity(cfg: DictConfig) -> dict:
-    """What must match for a checkpoint to be resumed: the data (not where it lives), the model, the pooler,
-    the optimisation and the seed; ``trainer.epochs`` may grow, and the compile mode and device
-    may change (they do not change what is computed)."""
+def configuration(cfg: DictConfig) -> dict:
+    """What a run computes, but its seed and length: the data (not where it lives), the network,
+    the pooler and the optimisation (``precision`` and ``theta_lr_scale`` only where not the
+    default, so that records from before they existed still match). Runs of one configuration,
+    length and seed are one experiment: tdgs-report counts them once."""
     dataset = {
         k: v
         for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items()
         if k not in ("root", "source", "download")
     }
-    trainer = {k: cfg.trainer[k] for k in ("batch_size", "lr", "deterministic")}
-    if cfg.trainer.precision != "32":  # left out for 32, so that checkpoints from before precision existed still match
+    trainer = {k: cfg.trainer[k] for k in ("batch_size", "lr")}
+    if cfg.trainer.precision != "32":
         trainer["precision"] = cfg.trainer.precision
+    if cfg.trainer.get("theta_lr_scale", 1.0) != 1:
+        trainer["theta_lr_scale"] = cfg.trainer.theta_lr_scale
     pooler = OmegaConf.to_container(cfg.pooler, resolve=True)
-    return {
-        "dataset": str(dataset),
-        "model": cfg.model.name,
-        "pooler": str(pooler),
-        "trainer": str(trainer),
-        "seed": cfg.seed,
-    }
+    return {"dataset": str(dataset), "model": cfg.model.name, "pooler": str(pooler), "trainer": trainer}
+
+
+def identity(cfg: DictConfig) -> dict:
+    """What must match for a checkpoint to be resumed: the :func:`configuration`, ``deterministic``
+    and the seed; ``trainer.epochs`` may grow, and the compile mode and device may change (they do
+    not change what is computed)."""
+    config = configuration(cfg)
+    batch_size, lr, *extra = config.pop("trainer").items()
+    trainer = dict(
+        [batch_size, lr, ("deterministic", cfg.trainer.deterministic), *extra]
+    )  # the order of old checkpoints
+    return {**config, "trainer": str(trainer), "seed": cfg.seed}
 
 
 def completed_run(run_dir: Path, cfg: DictConfig) -> dict | None:
@@ -142,6 +151,7 @@ def wants_resume(cfg: DictConfig) -> bool:
     return bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
 
 
+TRAINER_COLUMNS = ("lr", "batch_size", "theta_lr_scale")  # the optimisation, as summary.csv columns
 SUMMARY_KEPT = ("epochs_done", "test_acc", "best_test_acc", "best_epoch", "train_loss", "train_seconds")  # checkpointed
 
 
@@ -153,6 +163,7 @@ def new_summary(cfg: DictConfig) -> dict:
         **pooler_columns(cfg),
         "seed": cfg.seed,
         "epochs": cfg.trainer.epochs,
+        **{k: cfg.trainer[k] for k in TRAINER_COLUMNS},
         "epochs_done": 0,
         "test_acc": math.nan,
         "best_test_acc": math.nan,
@@ -204,6 +215,7 @@ class Run:
     step: TrainStep
     probe: torch.Tensor  # test images for input-dependent pooler summaries (gated)
     metrics: list[dict]  # one row per finished epoch
+    initial_temperatures: pd.DataFrame  # TDGS: every temperature before training (temperatures.csv's initial)
     first_epoch: int = 1
 
 
@@ -225,13 +237,14 @@ def set_up(cfg: DictConfig, summary: dict) -> Run:
     summary["data_seconds"] = time.perf_counter() - start
     options = {k: v for k, v in pooler_columns(cfg).items() if k != "pooler" and v is not None}
     model = build_model(cfg.model.name, cfg.pooler.name, data.image_shape, data.num_classes, **options).to(device)
-    optimizer = make_adam(model.parameters(), trainer.lr, device=device, mode=mode)
+    groups = parameter_groups(model, trainer.lr, trainer.theta_lr_scale)
+    optimizer = make_adam(groups, trainer.lr, device=device, mode=mode)
     step = TrainStep(
         model, optimizer, data.train_images, data.train_labels,
         batch_size=trainer.batch_size, precision=trainer.precision, mode=mode, device=device,
     )  # fmt: skip
     probe = data.test_images[: trainer.probe_size].float().div(255)
-    return Run(data, model, optimizer, step, probe, metrics=[])
+    return Run(data, model, optimizer, step, probe, metrics=[], initial_temperatures=temperature_table(model))
 
 
 def resume(run: Run, cfg: DictConfig, run_dir: Path, summary: dict) -> None:
@@ -356,7 +369,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         with stop_requests() as stop:
             for epoch in range(run.first_epoch, cfg.trainer.epochs + 1):
                 record_epoch(run, run_epoch(run, epoch, cfg.trainer, stop, progress), cfg, run_dir, summary)
-        if cfg.pooler.name == "tdgs":
-            write_csv_atomic(run_dir / TEMPERATURES, temperature_table(run.model))
+        if cfg.pooler.name == "tdgs":  # the model is built as at the start (same seed) before a resume loads it
+            initial = run.initial_temperatures.temperature.to_numpy()
+            write_csv_atomic(run_dir / TEMPERATURES, temperature_table(run.model).assign(initial=initial))
         summary["status"] = "completed"
         return summary

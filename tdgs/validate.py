@@ -51,7 +51,8 @@ def check_trainer(trainer: DictConfig) -> None:
         _check(check_positive_int, f"trainer.{key}", trainer[key])
     if trainer.threads is not None:
         _check(check_positive_int, "trainer.threads", trainer.threads)
-    _check(check_positive_float, "trainer.lr", trainer.lr)
+    for key in ("lr", "theta_lr_scale"):
+        _check(check_positive_float, f"trainer.{key}", trainer[key])
     _check(partial(check_choice, allowed=tuple(PRECISIONS)), "trainer.precision", trainer.precision)
     _check(partial(check_choice, allowed=COMPILE_CHOICES), "trainer.compile", trainer.compile)
 

@@ -7,14 +7,17 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
-from ..config import POOLER_SCHEMAS
+from ..config import POOLER_SCHEMAS, TrainerConfig
 from ..pooling import POOLERS
 from ..results import CONFIG, METRICS, SUMMARY, TEMPERATURES
+from ..train import TRAINER_COLUMNS, configuration
 
 # pooler options as summary.csv columns (tdgs.train.pooler_columns): every pooler's, from their schemas
 _ALL_OPTIONS = dict.fromkeys(f.name for s in POOLER_SCHEMAS.values() for f in fields(s) if f.name != "name")
 OPTIONS = tuple(sorted(_ALL_OPTIONS, key=lambda o: o in ("kernel_size", "stride", "padding")))  # the window last
+TRAINER_DEFAULTS = {f.name: f.default for f in fields(TrainerConfig) if f.name in TRAINER_COLUMNS}
 SETTING = ["dataset", "model", "epochs"]  # runs that differ in these are never pooled
 
 
@@ -30,8 +33,9 @@ class Runs:
 
     summaries: pd.DataFrame  # completed runs: folder, dataset, pooler, seed, options, test_acc, ...
     metrics: pd.DataFrame  # per epoch of those runs: folder, epoch, train_loss, test_acc, ...
-    temperatures: pd.DataFrame  # learned TDGS temperatures of those runs: folder, layer, temperature
+    temperatures: pd.DataFrame  # TDGS temperatures of those runs: folder, layer, temperature (learned), initial
     problems: pd.DataFrame  # folder, problem: runs that failed, stopped early or cannot be read
+    duplicates: pd.DataFrame  # folder, kept, test_acc, kept_test_acc: runs of a (configuration, seed) counted once
 
 
 def run_folders(roots: list[Path]) -> list[Path]:
@@ -56,8 +60,49 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
+def configuration_key(folder: Path, summary: dict) -> str:
+    """The run's configuration (:func:`tdgs.train.configuration`) and length as text, from its
+    config.yaml; from its summary's columns where that file cannot be read."""
+    try:
+        cfg = OmegaConf.load(folder / CONFIG)
+        return str({**configuration(cfg), "epochs": cfg.trainer.epochs})
+    except Exception:  # copied without it, or from another version: what the summary says
+        columns = [*SETTING, "pooler", *OPTIONS, *TRAINER_COLUMNS]
+        return str({k: summary.get(k) for k in columns})
+
+
+DUPLICATES = ["folder", "kept", "test_acc", "kept_test_acc"]
+
+
+def merge_duplicates(runs: Runs) -> Runs:
+    """Count each (configuration, seed) once: the first of its folders (in path order) is kept, the
+    others are listed in ``duplicates`` (several experiments share runs, e.g. TDGS t0 = 1 seed 0)."""
+    s = runs.summaries
+    if s.empty:
+        return runs
+    repeated = s.duplicated(["configuration", "seed"])
+    kept = s[~repeated].set_index(["configuration", "seed"])
+    dropped = s[repeated]
+    first = kept.loc[list(zip(dropped.configuration, dropped.seed))]
+    duplicates = pd.DataFrame(
+        {"folder": dropped.folder, "kept": first.folder.to_numpy(), "test_acc": dropped.test_acc,
+         "kept_test_acc": first.test_acc.to_numpy()}, columns=DUPLICATES,
+    )  # fmt: skip
+    keep = set(s.folder[~repeated])
+    return Runs(
+        summaries=s[~repeated].reset_index(drop=True),
+        metrics=runs.metrics[runs.metrics.folder.isin(keep)] if len(runs.metrics) else runs.metrics,
+        temperatures=runs.temperatures[runs.temperatures.folder.isin(keep)]
+        if len(runs.temperatures)
+        else runs.temperatures,
+        problems=runs.problems,
+        duplicates=duplicates.reset_index(drop=True),
+    )
+
+
 def collect(roots: list[Path]) -> Runs:
-    """Read every run folder below ``roots``."""
+    """Read every run folder below ``roots``; runs of one configuration and seed count once
+    (:func:`merge_duplicates`)."""
     summaries, metrics, temperatures, problems = [], [], [], []
     for folder in run_folders(roots):
         name = str(folder)
@@ -84,7 +129,9 @@ def collect(roots: list[Path]) -> Runs:
                 {"folder": name, "problem": f"completed, but metrics.csv unreadable ({type(error).__name__}: {error})"}
             )
             continue
-        summaries.append({"folder": name, "model": "deck_cnn", **summary})  # runs from before model= had the deck's CNN
+        summaries.append(
+            {"folder": name, "model": "deck_cnn", **summary, "configuration": configuration_key(folder, summary)}
+        )  # runs from before model= had the deck's CNN
         metrics.append(epochs.assign(folder=name))
         if summary["pooler"] == "tdgs":
             try:
@@ -93,18 +140,21 @@ def collect(roots: list[Path]) -> Runs:
                 problems.append(
                     {"folder": name, "problem": f"temperatures.csv unreadable ({type(error).__name__}: {error})"}
                 )
-    return Runs(
+    runs = Runs(
         summaries=pd.DataFrame(summaries),
         metrics=pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(),
         temperatures=pd.concat(temperatures, ignore_index=True) if temperatures else pd.DataFrame(),
         problems=pd.DataFrame(problems, columns=["folder", "problem"]),
+        duplicates=pd.DataFrame(columns=DUPLICATES),
     )
+    return merge_duplicates(runs)
 
 
-def is_default(row: pd.Series) -> bool:
-    """Whether a run used its pooler's default options."""
-    for option, default in default_options(row["pooler"]).items():
-        value = row.get(option)
+def is_default(row: pd.Series, vary: tuple[str, ...] = ()) -> bool:
+    """Whether a run used its pooler's default options and the default optimisation (any value of
+    the options in ``vary``)."""
+    for option, default in (default_options(row["pooler"]) | TRAINER_DEFAULTS).items():
+        value = None if option in vary else row.get(option)
         if value is None or pd.isna(value):
             continue
         if isinstance(default, float) or isinstance(value, float):
@@ -121,11 +171,11 @@ def setting_label(dataset: str, model: str, epochs: int) -> str:
     return f"{dataset}, {network}{epochs} epoch{'s' * (epochs != 1)}"
 
 
-def default_runs(runs: Runs) -> pd.DataFrame:
-    """The completed runs that used their pooler's default options, with a ``setting`` label
-    (:func:`setting_label`): runs on other data, networks or lengths are never pooled."""
+def default_runs(runs: Runs, vary: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The completed runs that used the defaults (:func:`is_default`, but ``vary``), with a
+    ``setting`` label (:func:`setting_label`): runs on other data, networks or lengths are never pooled."""
     s = runs.summaries
     if s.empty:
         return s
-    s = s[s.apply(is_default, axis=1)]
+    s = s[s.apply(is_default, axis=1, vary=vary)]
     return s.assign(setting=[setting_label(*key) for key in zip(s.dataset, s.model, s.epochs)])

@@ -8,10 +8,23 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
+
 from ..results import write_csv_atomic, write_text_atomic
 from . import plots
 from .collect import collect
 from .tables import TABLES, markdown
+
+
+def duplicates_note(duplicates: pd.DataFrame) -> str:
+    """How many runs repeated a (configuration, seed) and were counted once (duplicates.csv)."""
+    if duplicates.empty:
+        return ""
+    spread = (duplicates.test_acc - duplicates.kept_test_acc).abs().max()
+    return (
+        f" ({len(duplicates)} more runs repeated the configuration and seed of one of them, as experiments share "
+        f"runs, and were counted once: duplicates.csv; largest accuracy difference to the run kept {spread:.2f} points)"
+    )
 
 
 def build_report(roots: list[Path], out: Path) -> str:
@@ -19,8 +32,9 @@ def build_report(roots: list[Path], out: Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     runs = collect(roots)
     sections = [
-        f"# TDGS report\n\n{len(runs.summaries)} completed runs below {', '.join(map(str, roots))}; "
-        f"{len(runs.problems)} folders listed under Problems. Written {datetime.now():%Y-%m-%d %H:%M}.",
+        f"# TDGS report\n\n{len(runs.summaries)} completed runs below {', '.join(map(str, roots))}"
+        f"{duplicates_note(runs.duplicates)}; {len(runs.problems)} folders listed under Problems. "
+        f"Written {datetime.now():%Y-%m-%d %H:%M}.",
     ]
     numbers = {}
     for name, (title, build) in TABLES.items():
@@ -31,10 +45,12 @@ def build_report(roots: list[Path], out: Path) -> str:
         plots.training_curves(runs, out / "training_curves.png"),
         plots.accuracy_vs_t0(numbers["temperature_init"], out / "accuracy_vs_t0.png"),
         *plots.temperature_histograms(runs, out),
+        *plots.temperature_trajectories(runs, out),
     ]
     figures = [f for f in figures if f is not None]
     if figures:
         sections.append("## Figures\n\n" + "\n".join(f"![{f.stem}]({f.name})" for f in figures))
+    write_csv_atomic(out / "duplicates.csv", runs.duplicates)
     problems = runs.problems
     write_csv_atomic(out / "problems.csv", problems)
     sections.append(

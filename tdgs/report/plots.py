@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from .collect import SETTING, Runs, default_runs, in_pooler_order, setting_label  # noqa: E402
+from .tables import learned_temperatures  # noqa: E402
 
 
 def training_curves(runs: Runs, path: Path) -> Path | None:
@@ -100,6 +101,49 @@ def temperature_histograms(runs: Runs, folder: Path) -> list[Path]:
         fig.suptitle(f"{setting}: learned TDGS temperatures ({d.folder.nunique()} runs)")
         fig.tight_layout()
         path = folder / f"temperatures_{dataset}{'' if model == 'deck_cnn' else '_' + model}_{epochs}ep.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _trajectory(metrics: pd.DataFrame, initial: pd.DataFrame, layer: int) -> pd.DataFrame:
+    """Per epoch (0 = before training): the median and quartiles of a layer's T, each the mean
+    over the runs of that run's statistic."""
+    columns = {f"pool{layer}_T_{q}": q for q in ("q25", "median", "q75")}
+    per_epoch = metrics.reindex(columns=["epoch", *columns]).rename(columns=columns).groupby("epoch").mean()
+    start = initial.groupby("folder").initial.quantile([0.25, 0.5, 0.75]).unstack().mean()
+    first = pd.DataFrame({"q25": [start[0.25]], "median": [start[0.5]], "q75": [start[0.75]]}, index=[0])
+    return pd.concat([first, per_epoch])
+
+
+def temperature_trajectories(runs: Runs, folder: Path) -> list[Path]:
+    """Per setting: each pool layer's T over the epochs (median, band = quartiles, epoch 0 = the
+    initial draw), one line per ``theta_lr_scale`` (TDGS, default options)."""
+    t = learned_temperatures(runs)
+    if t.empty or t.initial.isna().all():
+        return []
+    paths = []
+    for (dataset, model, epochs, setting), d in t.groupby([*SETTING, "setting"]):
+        layers = sorted(d.layer.unique())
+        fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 3.6), squeeze=False)
+        for ax, layer in zip(axes[0], layers):
+            for scale, g in d[d.layer == layer].groupby("theta_lr_scale"):
+                m = runs.metrics[runs.metrics.folder.isin(g.folder.unique())]
+                path = _trajectory(m, g, layer)
+                label = f"theta_lr_scale {scale:g} (n={g.folder.nunique()})"
+                ax.plot(path.index, path["median"], marker="o", markersize=3, label=label)
+                ax.fill_between(path.index, path.q25, path.q75, alpha=0.2)
+            ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
+            ax.set_title(f"pool {layer}", fontsize=10)
+            ax.set_xlabel("epoch (0 = initial)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("temperature T: median, band = quartiles")
+        axes[0][0].legend(fontsize=8)
+        fig.suptitle(f"{setting}: TDGS temperatures during training")
+        fig.tight_layout()
+        path = folder / f"temperature_trajectory_{dataset}{'' if model == 'deck_cnn' else '_' + model}_{epochs}ep.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)

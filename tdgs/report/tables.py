@@ -6,7 +6,16 @@ import math
 
 import pandas as pd
 
-from .collect import OPTIONS, SETTING, Runs, default_runs, in_pooler_order, is_default, setting_label
+from .collect import (
+    OPTIONS,
+    SETTING,
+    TRAINER_DEFAULTS,
+    Runs,
+    default_runs,
+    in_pooler_order,
+    is_default,
+    setting_label,
+)
 from .stats import cell, mean_std, welch
 
 # The deck's single runs (10 epochs, t0 = 1).
@@ -94,18 +103,20 @@ def deck_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     return numbers, markdown(text)
 
 
-def temperature_init_table(runs: Runs) -> tuple[pd.DataFrame, str]:
-    """TDGS test accuracy per dataset and initial temperature t0 (other options at their
-    defaults); the best t0 of each dataset marked."""
+def _sweep_table(runs: Runs, option: str) -> tuple[pd.DataFrame, str]:
+    """TDGS test accuracy per setting and value of ``option`` (everything else at its default);
+    the best value of each setting marked."""
     s = runs.summaries
-    if s.empty or "t0" not in s:
-        return pd.DataFrame(columns=[*SETTING, "t0", "mean", "std", "n", "best"]), "(no runs)"
-    tdgs = s[(s.pooler == "tdgs") & s.drop(columns="t0").apply(is_default, axis=1)]
+    columns = [*SETTING, option, "mean", "std", "n", "best"]
+    if s.empty or option not in s:
+        return pd.DataFrame(columns=columns), "(no runs)"
+    tdgs = s[(s.pooler == "tdgs") & s.apply(is_default, axis=1, vary=(option,))]
+    tdgs = tdgs.assign(**{option: tdgs[option].fillna(TRAINER_DEFAULTS.get(option, math.nan))})  # runs from before it
     rows = []
-    for (*setting, t0), group in tdgs.groupby([*SETTING, "t0"]):
+    for (*setting, value), group in tdgs.groupby([*SETTING, option]):
         mean, std, n = mean_std(group.test_acc)
-        rows.append({**dict(zip(SETTING, setting)), "t0": t0, "mean": mean, "std": std, "n": n})
-    numbers = pd.DataFrame(rows, columns=[*SETTING, "t0", "mean", "std", "n"])
+        rows.append({**dict(zip(SETTING, setting)), option: value, "mean": mean, "std": std, "n": n})
+    numbers = pd.DataFrame(rows, columns=columns[:-1])
     numbers["best"] = numbers["mean"] == numbers.groupby(SETTING)["mean"].transform("max")
     if numbers.empty:
         return numbers, "(no runs)"
@@ -113,9 +124,20 @@ def temperature_init_table(runs: Runs) -> tuple[pd.DataFrame, str]:
         text=[cell(r["mean"], r["std"], r["n"]) + (" **best**" if r["best"] else "") for _, r in numbers.iterrows()],
         setting=[setting_label(*key) for key in zip(*(numbers[k] for k in SETTING))],
     )
-    wide = cells.pivot(index="t0", columns="setting", values="text").reset_index()
-    wide["t0"] = wide["t0"].map(lambda v: f"{v:g}")
+    wide = cells.pivot(index=option, columns="setting", values="text").reset_index()
+    wide[option] = wide[option].map(lambda v: f"{v:g}")
     return numbers, markdown(wide.fillna(""))
+
+
+def temperature_init_table(runs: Runs) -> tuple[pd.DataFrame, str]:
+    """TDGS test accuracy per dataset and initial temperature t0; the best t0 marked."""
+    return _sweep_table(runs, "t0")
+
+
+def temperature_lr_table(runs: Runs) -> tuple[pd.DataFrame, str]:
+    """TDGS test accuracy per dataset and ``theta_lr_scale`` (the temperatures' learning rate over
+    the network's); the best marked."""
+    return _sweep_table(runs, "theta_lr_scale")
 
 
 def all_poolers_table(runs: Runs) -> tuple[pd.DataFrame, str]:
@@ -124,34 +146,62 @@ def all_poolers_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     return numbers, markdown(text)
 
 
-def learned_temperatures_table(runs: Runs) -> tuple[pd.DataFrame, str]:
-    """Learned temperatures of TDGS runs with default options, per setting and pool layer: median
-    T, share max-like (T < 1) and uniform-like (T > 1), pooled over the runs."""
-    t, s = runs.temperatures, default_runs(runs)
-    columns = [*SETTING, "layer", "median_T", "share_below_1", "share_above_1", "values", "runs"]
+MOVED = 0.1  # |T - T_initial| above which a temperature counts as having moved
+
+
+def learned_temperatures(runs: Runs) -> pd.DataFrame:
+    """Every temperature of the TDGS runs with default options (any ``theta_lr_scale``): folder,
+    layer, temperature, initial, change, setting columns, theta_lr_scale."""
+    t, s = runs.temperatures, default_runs(runs, vary=("theta_lr_scale",))
     if t.empty or s.empty:
+        return pd.DataFrame()
+    s = s.assign(theta_lr_scale=s.get("theta_lr_scale", pd.Series(math.nan, s.index)).fillna(1.0))
+    t = t.merge(s[["folder", *SETTING, "setting", "theta_lr_scale"]], on="folder")
+    initial = t["initial"] if "initial" in t else pd.Series(math.nan, t.index)  # runs from before it was kept
+    return t.assign(initial=initial, change=t.temperature - initial)
+
+
+def learned_temperatures_table(runs: Runs) -> tuple[pd.DataFrame, str]:
+    """Learned temperatures of TDGS runs with default options, per setting, ``theta_lr_scale`` and
+    pool layer, pooled over the runs: median T, share max-like (T < 1) and uniform-like (T > 1); the
+    change from the initial T (quartiles, median size) and the share that moved by more than 0.1."""
+    t = learned_temperatures(runs)
+    keys = [*SETTING, "theta_lr_scale", "layer"]
+    columns = [*keys, "median_T", "share_below_1", "share_above_1", "change_q25", "change_median", "change_q75",
+               "median_abs_change", "share_moved", "values", "runs"]  # fmt: skip
+    if t.empty:
         return pd.DataFrame(columns=columns), "(no runs)"
-    t = t.merge(s[["folder", *SETTING]], on="folder")
-    rows = [
-        {
-            **dict(zip(SETTING, setting)),
-            "layer": layer,
+    rows = []
+    for key, g in t.groupby(keys):
+        change, size = g.change.dropna(), g.change.dropna().abs()
+        rows.append({
+            **dict(zip(keys, key)),
             "median_T": g.temperature.median(),
             "share_below_1": (g.temperature < 1).mean(),
             "share_above_1": (g.temperature > 1).mean(),
+            "change_q25": change.quantile(0.25), "change_median": change.median(), "change_q75": change.quantile(0.75),
+            "median_abs_change": size.median(),
+            "share_moved": (size > MOVED).mean() if len(size) else math.nan,
             "values": len(g),
             "runs": g.folder.nunique(),
-        }
-        for (*setting, layer), g in t.groupby([*SETTING, "layer"])
-    ]
+        })  # fmt: skip
     numbers = pd.DataFrame(rows, columns=columns)
-    text = numbers.assign(
-        median_T=numbers.median_T.map(lambda v: f"{v:.3g}"),
-        share_below_1=numbers.share_below_1.map(lambda v: f"{100 * v:.1f}%"),
-        share_above_1=numbers.share_above_1.map(lambda v: f"{100 * v:.1f}%"),
-    ).rename(
-        columns={"median_T": "median T", "share_below_1": "T < 1 (max-like)", "share_above_1": "T > 1 (uniform-like)"}
-    )
+    number = lambda v: "" if pd.isna(v) else f"{v:.3g}"  # noqa: E731
+    share = lambda v: "" if pd.isna(v) else f"{100 * v:.1f}%"  # noqa: E731
+    text = pd.DataFrame({
+        **{k: numbers[k] for k in keys},
+        "median T": numbers.median_T.map(number),
+        "T < 1 (max-like)": numbers.share_below_1.map(share),
+        "T > 1 (uniform-like)": numbers.share_above_1.map(share),
+        "T - T initial: q25, median, q75": [
+            "" if pd.isna(r.change_median) else f"{r.change_q25:+.3f}, {r.change_median:+.3f}, {r.change_q75:+.3f}"
+            for r in numbers.itertuples()
+        ],
+        "median abs change": numbers.median_abs_change.map(number),
+        f"moved > {MOVED:g}": numbers.share_moved.map(share),
+        "values": numbers["values"],
+        "runs": numbers.runs,
+    })  # fmt: skip
     return numbers, markdown(text)
 
 
@@ -160,7 +210,7 @@ def configurations_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     s = runs.summaries
     if s.empty:
         return pd.DataFrame(), "(no runs)"
-    varying = [o for o in OPTIONS if o in s and s[o].astype(str).nunique() > 1]
+    varying = [o for o in (*OPTIONS, *TRAINER_DEFAULTS) if o in s and s[o].astype(str).nunique() > 1]
     keys = [*SETTING, "pooler", *varying]
     frame = s.assign(**{k: s[k].map(lambda v: "-" if pd.isna(v) else v) for k in varying})
     rows = []
@@ -178,6 +228,10 @@ TABLES = {
     "deck_table": ("The deck's table: max vs TDGS", deck_table),
     "temperature_init": ("TDGS accuracy against the initial temperature t0", temperature_init_table),
     "all_poolers": ("All poolers (default options)", all_poolers_table),
-    "learned_temperatures": ("Learned temperatures (TDGS, default options)", learned_temperatures_table),
+    "temperature_lr": ("TDGS accuracy against the temperatures' learning rate (theta_lr_scale)", temperature_lr_table),
+    "learned_temperatures": (
+        "Learned temperatures and their change from the initial T (TDGS, default options)",
+        learned_temperatures_table,
+    ),  # fmt: skip
     "configurations": ("Every configuration", configurations_table),
 }
