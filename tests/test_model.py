@@ -41,7 +41,7 @@ def test_pooler_options_reach_every_pool():
 @pytest.mark.parametrize(
     "name,columns",
     [
-        ("tdgs", {"T_mean", "T_median", "T_min", "T_max", "T_below_1"}),
+        ("tdgs", {"T_mean", "T_median", "T_q25", "T_q75", "T_min", "T_max", "T_below_1"}),
         ("mixed", {"gate_mean"}),
         ("gated", {"gate_mean"}),
         ("max", set()),
@@ -64,3 +64,8 @@ def test_temperature_summary_values():
     stats = pooler_summary(model, torch.rand(2, 1, 28, 28))
     assert stats["pool1_T_mean"] == pytest.approx(0.6) and stats["pool1_T_below_1"] == 1.0
     assert stats["pool3_T_max"] == pytest.approx(2.5) and stats["pool3_T_below_1"] == 0.0
+    model = PoolingCNN("tdgs", (1, 28, 28), 10, granularity="channel", eps=0.5)
+    with torch.no_grad():
+        model.pools[0].theta.copy_(torch.arange(16.0))  # T = 0.5, 1.5, ..., 15.5
+    stats = pooler_summary(model, torch.rand(2, 1, 28, 28))
+    assert (stats["pool1_T_q25"], stats["pool1_T_q75"]) == pytest.approx((4.25, 11.75))  # linear interpolation

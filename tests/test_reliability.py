@@ -44,6 +44,7 @@ BAD_INPUTS = [
     (["trainer.epochs=0"], "trainer.epochs must be a positive integer, but got 0"),
     (["trainer.batch_size=-5"], "trainer.batch_size must be a positive integer, but got -5"),
     (["trainer.lr=0"], "trainer.lr must be a finite number > 0, but got 0.0"),
+    (["trainer.theta_lr_scale=-10"], "trainer.theta_lr_scale must be a finite number > 0, but got -10.0"),
     (["device=gpu"], "device must be auto, cpu, cuda or cuda:N, but got 'gpu'"),
     (
         ["model=resnet18", "pooler.kernel_size=3"],
@@ -121,6 +122,9 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path):
     pd.testing.assert_frame_equal(metrics_a, metrics_b)  # every epoch once, same numbers
     assert metrics_b.epoch.tolist() == [1, 2, 3, 4]
     assert pd.read_csv(killed / "summary.csv").status[0] == "completed"
+    temperatures = pd.read_csv(killed / "temperatures.csv")  # the initial draw too, though resumed
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "whole" / "temperatures.csv"), temperatures)
+    assert not temperatures.initial.equals(temperatures.temperature)
 
 
 def test_sigterm_stops_at_a_safe_point_and_marks_interrupted(tmp_path):

@@ -61,6 +61,13 @@ def sweep(tmp_path_factory):
         [BIN / "tdgs-train", "-m", *extra], cwd=root, env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    # a repeat of (TDGS defaults, seed 0) from another experiment, and TDGS with faster temperatures
+    for folder, options in (("runs_repeat", ["seed=0"]), ("runs_lr", ["trainer.theta_lr_scale=100", "seed=0,1"])):
+        extra = [*SMALL, "pooler=tdgs", *options, f"hydra.sweep.dir={root / folder}"]
+        done = subprocess.run(
+            [BIN / "tdgs-train", "-m", *extra], cwd=root, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
     broken = root / "runs" / "broken"
     runs = sorted(p.parent for p in (root / "runs").glob("*/summary.csv"))
     # corrupt: a summary that is not CSV
@@ -83,13 +90,25 @@ def sweep(tmp_path_factory):
 
 def test_collect_keeps_every_problem_with_its_reason(sweep):
     runs = collect([sweep])
-    assert len(runs.summaries) == 6  # 4 + 2 completed runs
+    assert len(runs.summaries) == 8  # 4 + 2 + 2 completed runs, and a repeat counted once
     problems = dict(zip(runs.problems.folder.map(lambda f: Path(f).name), runs.problems.problem))
     assert set(problems) == {"corrupt", "killed", "failed", "empty_metrics"}
     assert problems["corrupt"].startswith("unreadable summary.csv")
     assert problems["killed"].startswith("no summary.csv")
     assert problems["failed"] == "status failed: RuntimeError: loss is nan"
     assert "metrics.csv unreadable" in problems["empty_metrics"]
+
+
+def test_a_configuration_and_seed_counts_once_however_many_experiments_ran_it(sweep):
+    runs = collect([sweep])
+    assert not runs.summaries.duplicated(["configuration", "seed"]).any()
+    assert len(runs.duplicates) == 1
+    repeat = runs.duplicates.iloc[0]
+    assert "runs_repeat" in repeat.folder and f"{os.sep}runs{os.sep}" in repeat.kept and "tdgs_seed0" in repeat.kept
+    assert repeat.test_acc == repeat.kept_test_acc  # the same computation on the CPU
+    assert repeat.folder not in set(runs.metrics.folder) | set(runs.temperatures.folder)
+    # other options with the same seed are other configurations: t0 = 0.5, theta_lr_scale = 100
+    assert len(runs.summaries[(runs.summaries.pooler == "tdgs") & (runs.summaries.seed == 0)]) == 3
 
 
 def test_report_writes_every_table_and_figure(sweep, tmp_path):
@@ -112,19 +131,39 @@ def test_report_writes_every_table_and_figure(sweep, tmp_path):
     for name in ("corrupt", "killed", "failed", "empty_metrics"):
         assert f"broken/{name}" in report
     deck = pd.read_csv(out / "deck_table.csv")
-    assert set(deck.pooler) == {"max", "tdgs"} and (deck.n == 2).all()
+    assert set(deck.pooler) == {"max", "tdgs"} and (deck.n == 2).all()  # seeds 0, 1: the repeat and lr 100 not in
+    assert "1 more run repeated the configuration and seed" in report and len(pd.read_csv(out / "duplicates.csv")) == 1
     tdgs = deck.set_index("pooler").loc["tdgs"]
     runs = collect([sweep]).summaries
-    accs = {p: runs[(runs.pooler == p) & (runs.t0.fillna(1.0) == 1.0)].test_acc.to_numpy() for p in ("max", "tdgs")}
+    default = (runs.t0.fillna(1.0) == 1.0) & (runs.theta_lr_scale == 1.0)
+    accs = {p: runs[(runs.pooler == p) & default].test_acc.to_numpy() for p in ("max", "tdgs")}
     assert tdgs["diff"] == pytest.approx(accs["tdgs"].mean() - accs["max"].mean())
     t_init = pd.read_csv(out / "temperature_init.csv")
     assert sorted(t_init.t0) == [0.5, 1.0] and t_init.best.sum() >= 1
+    t_lr = pd.read_csv(out / "temperature_lr.csv")
+    assert t_lr.theta_lr_scale.tolist() == [1.0, 100.0] and t_lr.n.tolist() == [2, 2]
     temps = pd.read_csv(out / "learned_temperatures.csv")
-    assert sorted(temps.layer) == [1, 2, 3]
-    assert ((temps.share_below_1 + temps.share_above_1) <= 1 + 1e-9).all()
+    assert sorted(temps.layer) == [1, 1, 2, 2, 3, 3] and sorted(set(temps.theta_lr_scale)) == [1.0, 100.0]
+    assert ((temps.share_below_1 + temps.share_above_1) <= 1 + 1e-9).all() and (temps.runs == 2).all()
+    moved = temps.groupby("theta_lr_scale").share_moved.mean()
+    assert moved[1.0] < 0.05 < 0.5 < moved[100.0]  # T barely moves at the network's rate, a lot at 100x
     assert len(pd.read_csv(out / "problems.csv")) == 4
-    for figure in ("training_curves.png", "accuracy_vs_t0.png", "temperatures_synthetic_2ep.png"):
+    figures = ("training_curves.png", "accuracy_vs_t0.png", "temperatures_synthetic_2ep.png")
+    for figure in (*figures, "temperature_trajectory_synthetic_2ep.png"):
         assert (out / figure).stat().st_size > 10_000
+
+
+def test_temperatures_csv_keeps_the_initial_draw_and_the_report_the_change(sweep):
+    runs = collect([sweep])
+    t = runs.temperatures.merge(runs.summaries[["folder", "t0"]], on="folder")
+    drawn = (t.initial - 0.1) / t.t0  # T = relu(theta) + eps, theta = t0 * U(0.5, 1.5), eps 0.1
+    assert drawn.between(0.5, 1.5).all() and drawn.std() == pytest.approx(1 / 12**0.5, rel=0.05)
+    assert set(t.t0) == {0.5, 1.0}
+    from tdgs.report.tables import learned_temperatures
+
+    learned = learned_temperatures(runs)  # default options, any theta_lr_scale: not the t0 = 0.5 runs
+    assert learned.initial.between(0.6, 1.6).all() and learned.folder.nunique() == 4
+    assert np.allclose(learned.change, learned.temperature - learned.initial)
 
 
 def test_report_on_nothing_says_so(tmp_path):

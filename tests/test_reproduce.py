@@ -1,4 +1,4 @@
-"""The one-command reproduction, in its smoke variant: four sweeps and the report, end to end,
+"""The one-command reproduction, in its smoke variant: six sweeps and the report, end to end,
 killed part-way and resumed with --resume."""
 
 import os
@@ -12,7 +12,16 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "scripts" / "reproduce.sh")
-EXPECTED = {"deck_table": 4, "temperature_init": 18, "all_poolers": 14, "tdgs_ablation": 24}
+EXPECTED = {
+    "deck_table": 4,
+    "long_training": 4,
+    "temperature_lr": 6,
+    "temperature_init": 18,
+    "all_poolers": 14,
+    "tdgs_ablation": 36,
+}
+# of these 82 runs, 14 repeat another's configuration and seed (1 epoch makes long_training the deck's
+# table; scale 1, t0 1, the ablation's defaults and all_poolers' max and TDGS are the defaults): 68 count
 
 
 def test_a_killed_smoke_reproduction_resumes_to_every_run_once_and_the_report(tmp_path):
@@ -31,7 +40,7 @@ def test_a_killed_smoke_reproduction_resumes_to_every_run_once_and_the_report(tm
         start_new_session=True,
     )
     deadline = time.time() + 600
-    while len(list(out.rglob("summary.csv"))) < 10:  # deck_table done, temperature_init under way
+    while len(list(out.rglob("summary.csv"))) < 10:  # deck_table and long_training done, temperature_lr under way
         assert started.poll() is None and time.time() < deadline, "the reproduction ended before it was killed"
         time.sleep(0.1)
     os.killpg(started.pid, signal.SIGKILL)  # the script and the sweep it runs, at once
@@ -45,7 +54,9 @@ def test_a_killed_smoke_reproduction_resumes_to_every_run_once_and_the_report(tm
     for metrics in out.rglob("metrics.csv"):
         assert pd.read_csv(metrics).epoch.tolist() == [1], metrics  # every epoch once
     report = (out / "report" / "report.md").read_text()
-    assert "60 completed runs" in report and "None: every run folder completed" in report
+    assert "68 completed runs" in report and "14 more runs repeated the configuration and seed" in report
+    assert "None: every run folder completed" in report
+    assert pd.read_csv(out / "report" / "deck_table.csv").n.tolist() == [2, 2]  # seeds 0 and 1, each once
     configurations = pd.read_csv(out / "report" / "configurations.csv")
     assert {"normalize", "eval_mode", "granularity", "t0"} <= set(configurations.columns)
     assert (out / "report" / "accuracy_vs_t0.png").exists()

@@ -16,8 +16,9 @@ from test_reliability import _compose, assert_refused_in_one_line, run_train
 
 import tdgs.step
 from tdgs.model import PoolingCNN
-from tdgs.step import COMPILE_CHOICES, PRECISIONS, TrainStep, make_adam, resolve_mode
-from tdgs.train import TrainingDiverged, train
+from tdgs.networks import build_model
+from tdgs.step import COMPILE_CHOICES, PRECISIONS, TrainStep, make_adam, parameter_groups, resolve_mode
+from tdgs.train import TrainingDiverged, identity, train
 from tdgs.validate import ConfigError, validate
 
 # the CPU tests run on the CPU also where a GPU is (device=cpu): their expectations are the CPU's
@@ -181,6 +182,20 @@ def test_the_scaler_state_is_checkpointed_and_precision_is_part_of_the_identity(
         train(_compose(*SMALL, "pooler=max", "trainer.epochs=2", "resume=true"), tmp_path)  # precision 32
     train(_compose(*args, "trainer.epochs=2", "resume=true"), tmp_path)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["scaler"]["scale"] == 1024.0
+
+
+def test_theta_lr_scale_speeds_up_the_temperatures_only_and_is_part_of_the_identity(tmp_path):
+    model = build_model("deck_cnn", "tdgs", (1, 28, 28), 10)
+    rest, theta = parameter_groups(model, 1e-3, theta_lr_scale=10.0)
+    assert theta["lr"] == pytest.approx(1e-2) and rest["lr"] == 1e-3
+    assert [p.shape for p in theta["params"]] == [(16, 14, 14), (32, 7, 7), (64, 3, 3)]
+    assert len(rest["params"]) + 3 == len(list(model.parameters()))
+    assert len(parameter_groups(model, 1e-3)) == 1  # scale 1: one group, as before the option existed
+    # a checkpoint keeps matching the identity it had before theta_lr_scale existed
+    assert identity(_compose(*SMALL))["trainer"] == str({"batch_size": 64, "lr": 0.001, "deterministic": False})
+    train(_compose(*SMALL, "pooler=tdgs", "trainer.epochs=1", "trainer.theta_lr_scale=10"), tmp_path)
+    with pytest.raises(ConfigError, match="was written by another configuration"):
+        train(_compose(*SMALL, "pooler=tdgs", "trainer.epochs=2", "resume=true"), tmp_path)  # scale 1
 
 
 def test_inductor_trains_on_the_cpu(tmp_path):

@@ -129,9 +129,8 @@ def collect(roots: list[Path]) -> Runs:
                 {"folder": name, "problem": f"completed, but metrics.csv unreadable ({type(error).__name__}: {error})"}
             )
             continue
-        summaries.append(
-            {"folder": name, "model": "deck_cnn", **summary, "configuration": configuration_key(folder, summary)}
-        )  # runs from before model= had the deck's CNN
+        summary = {"folder": name, "model": "deck_cnn", **summary}  # runs from before model= had the deck's CNN
+        summaries.append({**summary, "configuration": configuration_key(folder, summary)})
         metrics.append(epochs.assign(folder=name))
         if summary["pooler"] == "tdgs":
             try:

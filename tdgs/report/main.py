@@ -22,8 +22,9 @@ def duplicates_note(duplicates: pd.DataFrame) -> str:
         return ""
     spread = (duplicates.test_acc - duplicates.kept_test_acc).abs().max()
     return (
-        f" ({len(duplicates)} more runs repeated the configuration and seed of one of them, as experiments share "
-        f"runs, and were counted once: duplicates.csv; largest accuracy difference to the run kept {spread:.2f} points)"
+        f" ({len(duplicates)} more run{'s' * (len(duplicates) > 1)} repeated the configuration and seed of one of "
+        f"them, as experiments share runs, and counted once: duplicates.csv; largest accuracy difference to the run "
+        f"kept {spread:.2f} points)"
     )
 
 
