@@ -14,51 +14,73 @@
 #                   ones resume from their last checkpoint, missing or failed ones run; then the report
 #   TDGS_REPRODUCE_DIR=DIR   where to write (default outputs/reproduce/<time>[_smoke])
 #
+# DIR/invocations.tsv records each invocation: start (time, machine, arguments) and end (how it
+# ended, after how many seconds); the report folder gets a copy, with reproduce.args.
+#
 # Runs the tdgs-train and tdgs-report of the environment it runs in (found on PATH; `make
 # reproduce` puts .venv/bin first).
 #
 # Exit status: 0 when every run completed; 1 when a sweep had failed jobs (the report lists them).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-resume=()
-if [[ "${1:-}" == "--resume" ]]; then
-  out=${2:?"reproduce: --resume needs the folder of the reproduction to continue"}
-  if [[ ! -f "$out/reproduce.args" ]]; then
-    echo "reproduce: $out holds no reproduction to resume (no reproduce.args)" >&2
-    exit 2
+
+main() {  # parsed whole before it runs: editing this file during a reproduction cannot break it
+  cd "$(dirname "$0")/.."
+  resume=()
+  if [[ "${1:-}" == "--resume" ]]; then
+    out=${2:?"reproduce: --resume needs the folder of the reproduction to continue"}
+    if [[ ! -f "$out/reproduce.args" ]]; then
+      echo "reproduce: $out holds no reproduction to resume (no reproduce.args)" >&2
+      exit 2
+    fi
+    mapfile -t saved < "$out/reproduce.args"
+    set -- "${saved[@]}"
+    resume=(resume=true)
   fi
-  mapfile -t saved < "$out/reproduce.args"
-  set -- "${saved[@]}"
-  resume=(resume=true)
-fi
-smoke=0
-args=("$@")
-if [[ "${1:-}" == "--smoke" ]]; then smoke=1; shift; fi
-overrides=("$@")
-if [[ $smoke == 1 ]]; then
-  overrides=(dataset=synthetic trainer.epochs=1 seed=0,1 trainer.progress=false "${overrides[@]}")
-fi
-for tool in tdgs-train tdgs-report; do
-  if ! command -v "$tool" > /dev/null; then
-    echo "reproduce: $tool is not on PATH: install tdgs (pip install .) or activate the environment that has it" >&2
-    exit 2
+  smoke=0
+  args=("$@")
+  if [[ "${1:-}" == "--smoke" ]]; then smoke=1; shift; fi
+  overrides=("$@")
+  if [[ $smoke == 1 ]]; then
+    overrides=(dataset=synthetic trainer.epochs=1 seed=0,1 trainer.progress=false "${overrides[@]}")
   fi
-done
-out=${out:-${TDGS_REPRODUCE_DIR:-outputs/reproduce/$(date +%Y-%m-%d_%H-%M-%S)$([[ $smoke == 1 ]] && echo _smoke)}}
-mkdir -p "$out"
-if [[ ${#resume[@]} -eq 0 ]]; then  # what --resume runs again
-  if [[ ${#args[@]} -gt 0 ]]; then printf '%s\n' "${args[@]}" > "$out/reproduce.args"; else : > "$out/reproduce.args"; fi
-fi
-failed=()
-for experiment in deck_table long_training temperature_lr temperature_init all_poolers tdgs_ablation; do
-  echo "== $experiment -> $out/$experiment"
-  if ! tdgs-train -m "experiment=$experiment" "hydra.sweep.dir=$out/$experiment" "${overrides[@]}" "${resume[@]}"; then
-    failed+=("$experiment")  # finished runs stay; the report lists what is missing
+  for tool in tdgs-train tdgs-report; do
+    if ! command -v "$tool" > /dev/null; then
+      echo "reproduce: $tool is not on PATH: install tdgs (pip install .) or activate the environment that has it" >&2
+      exit 2
+    fi
+  done
+  out=${out:-${TDGS_REPRODUCE_DIR:-outputs/reproduce/$(date +%Y-%m-%d_%H-%M-%S)$([[ $smoke == 1 ]] && echo _smoke)}}
+  mkdir -p "$out"
+  if [[ ${#resume[@]} -eq 0 ]]; then  # what --resume runs again
+    if [[ ${#args[@]} -gt 0 ]]; then printf '%s\n' "${args[@]}" > "$out/reproduce.args"; else : > "$out/reproduce.args"; fi
   fi
-done
-tdgs-report "$out" --out "$out/report" || exit 1
-if [[ ${#failed[@]} -gt 0 ]]; then
-  echo "reproduce: these sweeps did not complete every run: ${failed[*]} (see $out/report/report.md, Problems); scripts/reproduce.sh --resume $out continues them" >&2
-  exit 1
-fi
-echo "reproduce: done; report in $out/report/report.md"
+  # each invocation's start and end (time, machine, arguments) in invocations.tsv, copied into the report
+  machine() {
+    local cpu gpu
+    cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
+    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+    echo "${cpu:-unknown CPU}, $(nproc) cores${gpu:+, GPU $gpu}"
+  }
+  started=$(date +%s)
+  [[ -f "$out/invocations.tsv" ]] || printf 'event\ttime\tdetail\n' > "$out/invocations.tsv"
+  printf 'start\t%s\t%s; scripts/reproduce.sh %s\n' "$(date -Is)" "$(machine)" "${resume:+--resume $out }$*" >> "$out/invocations.tsv"
+  ended() { printf 'end\t%s\t%s after %s s\n' "$(date -Is)" "$1" "$(( $(date +%s) - started ))" >> "$out/invocations.tsv"; }
+  trap 'ended interrupted; exit 130' INT TERM
+  failed=()
+  for experiment in deck_table long_training temperature_lr temperature_init all_poolers tdgs_ablation; do
+    echo "== $experiment -> $out/$experiment"
+    if ! tdgs-train -m "experiment=$experiment" "hydra.sweep.dir=$out/$experiment" "${overrides[@]}" "${resume[@]}"; then
+      failed+=("$experiment")  # finished runs stay; the report lists what is missing
+    fi
+  done
+  ended "$([[ ${#failed[@]} -gt 0 ]] && echo "failed sweeps (${failed[*]})" || echo completed)"
+  tdgs-report "$out" --out "$out/report" || exit 1
+  cp "$out/invocations.tsv" "$out/reproduce.args" "$out/report/"
+  if [[ ${#failed[@]} -gt 0 ]]; then
+    echo "reproduce: these sweeps did not complete every run: ${failed[*]} (see $out/report/report.md, Problems); scripts/reproduce.sh --resume $out continues them" >&2
+    exit 1
+  fi
+  echo "reproduce: done; report in $out/report/report.md"
+}
+
+main "$@"

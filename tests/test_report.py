@@ -220,3 +220,27 @@ def test_runs_of_different_networks_are_never_pooled(tmp_path):
     assert "resnet18" in text
     figures = temperature_histograms(collect([tmp_path]), tmp_path)  # one figure per network, none overwritten
     assert sorted(p.name for p in figures) == ["temperatures_mnist_10ep.png", "temperatures_mnist_resnet18_10ep.png"]
+
+
+def test_the_ablation_compares_each_combination_with_tdgs_defaults(tmp_path):
+    accuracy = {("l2", "expectation"): [90.0, 91.0, 92.0], ("none", "sample"): [93.0, 94.0, 95.5]}
+    for (normalize, eval_mode), accs in accuracy.items():
+        for seed, acc in enumerate(accs):
+            folder = tmp_path / f"{normalize}_{eval_mode}_{seed}"
+            folder.mkdir()
+            summary = {"dataset": "mnist", "pooler": "tdgs", "t0": 1.0, "normalize": normalize, "eval_mode": eval_mode}
+            summary |= {"granularity": "position", "seed": seed, "epochs": 10, "test_acc": acc, "status": "completed"}
+            pd.DataFrame([summary]).to_csv(folder / "summary.csv", index=False)
+            pd.DataFrame([{"epoch": 10, "test_acc": acc}]).to_csv(folder / "metrics.csv", index=False)
+            pd.DataFrame([{"layer": 1, "channel": 0, "row": 0, "col": 0, "temperature": 1.0}]).to_csv(
+                folder / "temperatures.csv", index=False
+            )
+    from tdgs.report.tables import ablation_table
+
+    numbers, text = ablation_table(collect([tmp_path]))
+    rows = numbers.set_index(["normalize", "eval_mode"])
+    assert math.isnan(rows.loc[("l2", "expectation"), "diff"])  # the defaults, not compared with themselves
+    other = rows.loc[("none", "sample")]
+    expected = stats.ttest_ind(accuracy["none", "sample"], accuracy["l2", "expectation"], equal_var=False)
+    assert other["diff"] == pytest.approx(94.1666666 - 91.0) and other["p"] == pytest.approx(expected.pvalue)
+    assert other["best"] and not rows.loc[("l2", "expectation"), "best"] and "**best**" in text

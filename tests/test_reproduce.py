@@ -60,6 +60,9 @@ def test_a_killed_smoke_reproduction_resumes_to_every_run_once_and_the_report(tm
     configurations = pd.read_csv(out / "report" / "configurations.csv")
     assert {"normalize", "eval_mode", "granularity", "t0"} <= set(configurations.columns)
     assert (out / "report" / "accuracy_vs_t0.png").exists()
+    invocations = pd.read_csv(out / "report" / "invocations.tsv", sep="\t")  # the killed one never ended
+    assert invocations.event.tolist() == ["start", "start", "end"] and "--resume" in invocations.detail[1]
+    assert invocations.detail[2].startswith("completed after") and "cores" in invocations.detail[0]
 
 
 def test_resume_needs_a_reproduction_folder(tmp_path):

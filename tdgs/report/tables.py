@@ -205,6 +205,41 @@ def learned_temperatures_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     return numbers, markdown(text)
 
 
+ABLATION = ("normalize", "eval_mode", "granularity")  # the TDGS options experiment=tdgs_ablation varies
+
+
+def ablation_table(runs: Runs) -> tuple[pd.DataFrame, str]:
+    """TDGS per setting and combination of normalize, eval_mode and granularity (t0 and the
+    optimisation at their defaults): accuracy, the difference to TDGS's defaults with Welch's 95%
+    CI and p-value, the best combination marked."""
+    keys = [*SETTING, *ABLATION]
+    columns = [*keys, "mean", "std", "n", "diff", "ci_low", "ci_high", "p", "best"]
+    s = runs.summaries
+    if s.empty or not set(ABLATION) <= set(s):
+        return pd.DataFrame(columns=columns), "(no runs)"
+    tdgs = s[(s.pooler == "tdgs") & s.apply(is_default, axis=1, vary=ABLATION)]
+    defaults = tdgs[tdgs.apply(is_default, axis=1)]
+    rows = []
+    for key, group in tdgs.groupby(keys):
+        same = pd.concat([defaults[k] == v for k, v in zip(SETTING, key)], axis=1).all(axis=1)
+        base = defaults.loc[same, "test_acc"]
+        mean, std, n = mean_std(group.test_acc)
+        versus = welch([], []) if group.index.isin(defaults.index).all() else welch(group.test_acc, base)  # not itself
+        rows.append({**dict(zip(keys, key)), "mean": mean, "std": std, "n": n, **versus})
+    numbers = pd.DataFrame(rows, columns=columns[:-1])
+    numbers["best"] = numbers["mean"] == numbers.groupby(SETTING)["mean"].transform("max")
+    text = numbers[keys].assign(
+        **{
+            "test accuracy % (mean ± std (n))": [
+                cell(r["mean"], r["std"], r["n"]) + (" **best**" if r["best"] else "") for _, r in numbers.iterrows()
+            ],
+            "vs TDGS defaults [95% CI]": [_difference(r) for _, r in numbers.iterrows()],
+            "p (Welch)": [_p(r["p"]) for _, r in numbers.iterrows()],
+        }
+    )
+    return numbers, markdown(text)
+
+
 def configurations_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     """Every distinct configuration (dataset, model, epochs, pooler and the options that vary), mean +- std (n)."""
     s = runs.summaries
@@ -233,5 +268,9 @@ TABLES = {
         "Learned temperatures and their change from the initial T (TDGS, default options)",
         learned_temperatures_table,
     ),  # fmt: skip
+    "tdgs_ablation": (
+        "TDGS ablation: window normalisation x evaluation mode x temperature granularity",
+        ablation_table,
+    ),
     "configurations": ("Every configuration", configurations_table),
 }
