@@ -15,7 +15,8 @@
 #   TDGS_REPRODUCE_DIR=DIR   where to write (default outputs/reproduce/<time>[_smoke])
 #
 # DIR/invocations.tsv records each invocation: start (time, machine, arguments) and end (how it
-# ended, after how many seconds); the report folder gets a copy, with reproduce.args.
+# ended, after how many seconds; none for one killed or interrupted); the report folder gets a
+# copy, with reproduce.args.
 #
 # Runs the tdgs-train and tdgs-report of the environment it runs in (found on PATH; `make
 # reproduce` puts .venv/bin first).
@@ -33,7 +34,7 @@ main() {  # parsed whole before it runs: editing this file during a reproduction
       exit 2
     fi
     mapfile -t saved < "$out/reproduce.args"
-    set -- "${saved[@]}"
+    set -- ${saved[@]+"${saved[@]}"}
     resume=(resume=true)
   fi
   smoke=0
@@ -41,7 +42,7 @@ main() {  # parsed whole before it runs: editing this file during a reproduction
   if [[ "${1:-}" == "--smoke" ]]; then smoke=1; shift; fi
   overrides=("$@")
   if [[ $smoke == 1 ]]; then
-    overrides=(dataset=synthetic trainer.epochs=1 seed=0,1 trainer.progress=false "${overrides[@]}")
+    overrides=(dataset=synthetic trainer.epochs=1 seed=0,1 trainer.progress=false ${overrides[@]+"${overrides[@]}"})
   fi
   for tool in tdgs-train tdgs-report; do
     if ! command -v "$tool" > /dev/null; then
@@ -63,17 +64,18 @@ main() {  # parsed whole before it runs: editing this file during a reproduction
   }
   started=$(date +%s)
   [[ -f "$out/invocations.tsv" ]] || printf 'event\ttime\tdetail\n' > "$out/invocations.tsv"
-  printf 'start\t%s\t%s; scripts/reproduce.sh %s\n' "$(date -Is)" "$(machine)" "${resume:+--resume $out }$*" >> "$out/invocations.tsv"
-  ended() { printf 'end\t%s\t%s after %s s\n' "$(date -Is)" "$1" "$(( $(date +%s) - started ))" >> "$out/invocations.tsv"; }
-  trap 'ended interrupted; exit 130' INT TERM
+  invoked=""
+  for word in ${resume[@]+--resume "$out"} ${args[@]+"${args[@]}"}; do invoked+=" $(printf %q "$word")"; done
+  printf 'start\t%s\t%s; scripts/reproduce.sh%s\n' "$(date -Is)" "$(machine)" "$invoked" >> "$out/invocations.tsv"
   failed=()
   for experiment in deck_table long_training temperature_lr temperature_init all_poolers tdgs_ablation; do
     echo "== $experiment -> $out/$experiment"
-    if ! tdgs-train -m "experiment=$experiment" "hydra.sweep.dir=$out/$experiment" "${overrides[@]}" "${resume[@]}"; then
+    if ! tdgs-train -m "experiment=$experiment" "hydra.sweep.dir=$out/$experiment" ${overrides[@]+"${overrides[@]}"} ${resume[@]+"${resume[@]}"}; then
       failed+=("$experiment")  # finished runs stay; the report lists what is missing
     fi
   done
-  ended "$([[ ${#failed[@]} -gt 0 ]] && echo "failed sweeps (${failed[*]})" || echo completed)"
+  outcome=$([[ ${#failed[@]} -gt 0 ]] && echo "failed sweeps (${failed[*]})" || echo completed)
+  printf 'end\t%s\t%s after %s s\n' "$(date -Is)" "$outcome" "$(( $(date +%s) - started ))" >> "$out/invocations.tsv"
   tdgs-report "$out" --out "$out/report" || exit 1
   cp "$out/invocations.tsv" "$out/reproduce.args" "$out/report/"
   if [[ ${#failed[@]} -gt 0 ]]; then
@@ -83,4 +85,4 @@ main() {  # parsed whole before it runs: editing this file during a reproduction
   echo "reproduce: done; report in $out/report/report.md"
 }
 
-main "$@"
+main "$@"; exit $?  # one line: bash reads no further, whatever the file holds by then

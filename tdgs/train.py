@@ -105,35 +105,27 @@ def stop_requests():
             signal.signal(s, h)
 
 
-def configuration(cfg: DictConfig) -> dict:
-    """What a run computes, but its seed and length: the data (not where it lives), the network,
-    the pooler and the optimisation (``precision`` and ``theta_lr_scale`` only where not the
-    default, so that records from before they existed still match). Runs of one configuration,
-    length and seed are one experiment: tdgs-report counts them once."""
+def identity(cfg: DictConfig) -> dict:
+    """What must match for a checkpoint to be resumed: the data (not where it lives), the model, the pooler,
+    the optimisation and the seed; ``trainer.epochs`` may grow, and the compile mode and device
+    may change (they do not change what is computed)."""
     dataset = {
         k: v
         for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items()
         if k not in ("root", "source", "download")
     }
-    trainer = {k: cfg.trainer[k] for k in ("batch_size", "lr")}
-    if cfg.trainer.precision != "32":
-        trainer["precision"] = cfg.trainer.precision
-    if cfg.trainer.get("theta_lr_scale", 1.0) != 1:
-        trainer["theta_lr_scale"] = cfg.trainer.theta_lr_scale
+    trainer = {k: cfg.trainer[k] for k in ("batch_size", "lr", "deterministic")}
+    for key, default in (("precision", "32"), ("theta_lr_scale", 1.0)):  # only where set: older checkpoints match
+        if cfg.trainer[key] != default:
+            trainer[key] = cfg.trainer[key]
     pooler = OmegaConf.to_container(cfg.pooler, resolve=True)
-    return {"dataset": str(dataset), "model": cfg.model.name, "pooler": str(pooler), "trainer": trainer}
-
-
-def identity(cfg: DictConfig) -> dict:
-    """What must match for a checkpoint to be resumed: the :func:`configuration`, ``deterministic``
-    and the seed; ``trainer.epochs`` may grow, and the compile mode and device may change (they do
-    not change what is computed)."""
-    config = configuration(cfg)
-    batch_size, lr, *extra = config.pop("trainer").items()
-    trainer = dict(
-        [batch_size, lr, ("deterministic", cfg.trainer.deterministic), *extra]
-    )  # the order of old checkpoints
-    return {**config, "trainer": str(trainer), "seed": cfg.seed}
+    return {
+        "dataset": str(dataset),
+        "model": cfg.model.name,
+        "pooler": str(pooler),
+        "trainer": str(trainer),
+        "seed": cfg.seed,
+    }
 
 
 def completed_run(run_dir: Path, cfg: DictConfig) -> dict | None:

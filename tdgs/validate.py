@@ -119,6 +119,11 @@ def validate(cfg: DictConfig) -> None:
     check_pooler(cfg.pooler)
     check_model(cfg.model, cfg.pooler)
     check_trainer(cfg.trainer)
+    if cfg.trainer.theta_lr_scale != 1 and cfg.pooler.name != "tdgs":
+        raise ConfigError(
+            f"trainer.theta_lr_scale={cfg.trainer.theta_lr_scale} scales the TDGS temperatures' learning rate, "
+            f"but pooler={cfg.pooler.name} has none; leave it at 1 or use pooler=tdgs"
+        )
     check_device(cfg.device)
     check_step(cfg.trainer, resolve_device(cfg.device))
     check_dataset(cfg.dataset)

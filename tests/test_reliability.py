@@ -45,6 +45,11 @@ BAD_INPUTS = [
     (["trainer.batch_size=-5"], "trainer.batch_size must be a positive integer, but got -5"),
     (["trainer.lr=0"], "trainer.lr must be a finite number > 0, but got 0.0"),
     (["trainer.theta_lr_scale=-10"], "trainer.theta_lr_scale must be a finite number > 0, but got -10.0"),
+    (
+        ["pooler=max", "trainer.theta_lr_scale=10"],
+        "trainer.theta_lr_scale=10.0 scales the TDGS temperatures' learning rate, but pooler=max has none; "
+        "leave it at 1 or use pooler=tdgs",
+    ),
     (["device=gpu"], "device must be auto, cpu, cuda or cuda:N, but got 'gpu'"),
     (
         ["model=resnet18", "pooler.kernel_size=3"],

@@ -3,6 +3,7 @@ and corrupt, incomplete and failed runs listed instead of dropped or crashing.""
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 from scipy import stats
 
 from tdgs.report.collect import collect
@@ -109,6 +111,19 @@ def test_a_configuration_and_seed_counts_once_however_many_experiments_ran_it(sw
     assert repeat.folder not in set(runs.metrics.folder) | set(runs.temperatures.folder)
     # other options with the same seed are other configurations: t0 = 0.5, theta_lr_scale = 100
     assert len(runs.summaries[(runs.summaries.pooler == "tdgs") & (runs.summaries.seed == 0)]) == 3
+
+
+def test_an_older_config_yaml_still_merges_and_a_run_without_one_never_does(sweep, tmp_path):
+    original = next(p for p in (sweep / "runs").glob("*tdgs_seed0"))
+    for name in ("older", "bare"):
+        shutil.copytree(original, tmp_path / name, ignore=shutil.ignore_patterns("checkpoint*"))
+    config = OmegaConf.load(tmp_path / "older" / "config.yaml")
+    del config.pooler["padding"], config.trainer["theta_lr_scale"]  # written before these options existed
+    OmegaConf.save(config, tmp_path / "older" / "config.yaml")
+    (tmp_path / "bare" / "config.yaml").unlink()
+    runs = collect([original.parent, tmp_path])
+    assert runs.duplicates.folder.map(lambda f: Path(f).name).tolist() == ["older"]
+    assert str(tmp_path / "bare") in set(runs.summaries.folder)  # its configuration cannot be told: counted
 
 
 def test_report_writes_every_table_and_figure(sweep, tmp_path):

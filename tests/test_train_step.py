@@ -193,9 +193,16 @@ def test_theta_lr_scale_speeds_up_the_temperatures_only_and_is_part_of_the_ident
     assert len(parameter_groups(model, 1e-3)) == 1  # scale 1: one group, as before the option existed
     # a checkpoint keeps matching the identity it had before theta_lr_scale existed
     assert identity(_compose(*SMALL))["trainer"] == str({"batch_size": 64, "lr": 0.001, "deterministic": False})
-    train(_compose(*SMALL, "pooler=tdgs", "trainer.epochs=1", "trainer.theta_lr_scale=10"), tmp_path)
+    both = identity(_compose(*SMALL, "trainer.precision=bf16-mixed", "trainer.theta_lr_scale=10"))["trainer"]
+    assert both == str({"batch_size": 64, "lr": 0.001, "deterministic": False, "precision": "bf16-mixed"} | {
+        "theta_lr_scale": 10.0
+    })  # fmt: skip
+    scaled = [*SMALL, "pooler=tdgs", "trainer.theta_lr_scale=10"]
+    train(_compose(*scaled, "trainer.epochs=1"), tmp_path)
     with pytest.raises(ConfigError, match="was written by another configuration"):
         train(_compose(*SMALL, "pooler=tdgs", "trainer.epochs=2", "resume=true"), tmp_path)  # scale 1
+    summary = train(_compose(*scaled, "trainer.epochs=2", "resume=true"), tmp_path)  # two groups' Adam state
+    assert (summary["status"], summary["epochs_done"], summary["theta_lr_scale"]) == ("completed", 2, 10.0)
 
 
 def test_inductor_trains_on_the_cpu(tmp_path):

@@ -3,21 +3,23 @@ problem with its reason, never silently dropped."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
 
-from ..config import POOLER_SCHEMAS, TrainerConfig
+from ..config import DATASET_SCHEMAS, POOLER_SCHEMAS, TrainerConfig
 from ..pooling import POOLERS
 from ..results import CONFIG, METRICS, SUMMARY, TEMPERATURES
-from ..train import TRAINER_COLUMNS, configuration
+from ..train import TRAINER_COLUMNS
 
 # pooler options as summary.csv columns (tdgs.train.pooler_columns): every pooler's, from their schemas
 _ALL_OPTIONS = dict.fromkeys(f.name for s in POOLER_SCHEMAS.values() for f in fields(s) if f.name != "name")
 OPTIONS = tuple(sorted(_ALL_OPTIONS, key=lambda o: o in ("kernel_size", "stride", "padding")))  # the window last
-TRAINER_DEFAULTS = {f.name: f.default for f in fields(TrainerConfig) if f.name in TRAINER_COLUMNS}
+# the optimisation: a run is a default run only with these at their defaults
+TRAINER_DEFAULTS = {f.name: f.default for f in fields(TrainerConfig) if f.name in (*TRAINER_COLUMNS, "precision")}
 SETTING = ["dataset", "model", "epochs"]  # runs that differ in these are never pooled
 
 
@@ -60,17 +62,28 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
-def configuration_key(folder: Path, summary: dict) -> str:
-    """The run's configuration (:func:`tdgs.train.configuration`) and length as text, from its
-    config.yaml; from its summary's columns where that file cannot be read."""
+def configuration_key(folder: Path) -> str:
+    """A run's configuration and length, from its config.yaml, as sorted JSON: the dataset and its
+    options (not where it lives), the network, the pooler and every option, the optimisation
+    (:data:`TRAINER_DEFAULTS`) and ``trainer.epochs``; options an older config.yaml lacks take
+    today's defaults. Not the device, compile mode or determinism: they change how, not what, is
+    computed. A run whose config.yaml cannot be read is a configuration of its own."""
     try:
-        cfg = OmegaConf.load(folder / CONFIG)
-        return str({**configuration(cfg), "epochs": cfg.trainer.epochs})
-    except Exception:  # copied without it, or from another version: what the summary says
-        columns = [*SETTING, "pooler", *OPTIONS, *TRAINER_COLUMNS]
-        return str({k: summary.get(k) for k in columns})
+        cfg = OmegaConf.to_container(OmegaConf.load(folder / CONFIG), resolve=True)
+        dataset, pooler, trainer = cfg["dataset"], cfg["pooler"], cfg["trainer"]
+        data_defaults = {f.name: f.default for f in fields(DATASET_SCHEMAS[dataset["name"]]) if f.name not in _WHERE}
+        key = {
+            "dataset": data_defaults | {k: v for k, v in dataset.items() if k not in _WHERE},
+            "model": cfg.get("model", {}).get("name", "deck_cnn"),
+            "pooler": default_options(pooler["name"]) | pooler,
+            "trainer": TRAINER_DEFAULTS | {k: trainer[k] for k in (*TRAINER_DEFAULTS, "epochs") if k in trainer},
+        }
+        return json.dumps(key, sort_keys=True, default=str)
+    except Exception:  # copied without it, or unreadable: never merged with another run
+        return f"unknown configuration: {folder}"
 
 
+_WHERE = ("root", "source", "download")  # dataset options that say where the data lives, not what it is
 DUPLICATES = ["folder", "kept", "test_acc", "kept_test_acc"]
 
 
@@ -130,7 +143,7 @@ def collect(roots: list[Path]) -> Runs:
             )
             continue
         summary = {"folder": name, "model": "deck_cnn", **summary}  # runs from before model= had the deck's CNN
-        summaries.append({**summary, "configuration": configuration_key(folder, summary)})
+        summaries.append({**summary, "configuration": configuration_key(folder)})
         metrics.append(epochs.assign(folder=name))
         if summary["pooler"] == "tdgs":
             try:

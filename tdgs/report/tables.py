@@ -168,7 +168,7 @@ def learned_temperatures_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     t = learned_temperatures(runs)
     keys = [*SETTING, "theta_lr_scale", "layer"]
     columns = [*keys, "median_T", "share_below_1", "share_above_1", "change_q25", "change_median", "change_q75",
-               "median_abs_change", "share_moved", "values", "runs"]  # fmt: skip
+               "median_abs_change", "share_moved", "values", "with_initial", "runs"]  # fmt: skip
     if t.empty:
         return pd.DataFrame(columns=columns), "(no runs)"
     rows = []
@@ -183,6 +183,7 @@ def learned_temperatures_table(runs: Runs) -> tuple[pd.DataFrame, str]:
             "median_abs_change": size.median(),
             "share_moved": (size > MOVED).mean() if len(size) else math.nan,
             "values": len(g),
+            "with_initial": len(change),
             "runs": g.folder.nunique(),
         })  # fmt: skip
     numbers = pd.DataFrame(rows, columns=columns)
@@ -200,6 +201,7 @@ def learned_temperatures_table(runs: Runs) -> tuple[pd.DataFrame, str]:
         "median abs change": numbers.median_abs_change.map(number),
         f"moved > {MOVED:g}": numbers.share_moved.map(share),
         "values": numbers["values"],
+        "with initial T": numbers.with_initial,
         "runs": numbers.runs,
     })  # fmt: skip
     return numbers, markdown(text)
@@ -210,8 +212,8 @@ ABLATION = ("normalize", "eval_mode", "granularity")  # the TDGS options experim
 
 def ablation_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     """TDGS per setting and combination of normalize, eval_mode and granularity (t0 and the
-    optimisation at their defaults): accuracy, the difference to TDGS's defaults with Welch's 95%
-    CI and p-value, the best combination marked."""
+    optimisation at their defaults): accuracy, the difference to TDGS's defaults over the same seeds
+    with Welch's 95% CI and p-value, the best combination marked."""
     keys = [*SETTING, *ABLATION]
     columns = [*keys, "mean", "std", "n", "diff", "ci_low", "ci_high", "p", "best"]
     s = runs.summaries
@@ -222,7 +224,7 @@ def ablation_table(runs: Runs) -> tuple[pd.DataFrame, str]:
     rows = []
     for key, group in tdgs.groupby(keys):
         same = pd.concat([defaults[k] == v for k, v in zip(SETTING, key)], axis=1).all(axis=1)
-        base = defaults.loc[same, "test_acc"]
+        base = defaults.loc[same & defaults.seed.isin(group.seed), "test_acc"]  # the same seeds
         mean, std, n = mean_std(group.test_acc)
         versus = welch([], []) if group.index.isin(defaults.index).all() else welch(group.test_acc, base)  # not itself
         rows.append({**dict(zip(keys, key)), "mean": mean, "std": std, "n": n, **versus})
