@@ -16,6 +16,18 @@ from .collect import SETTING, Runs, default_runs, in_pooler_order, setting_label
 from .tables import learned_temperatures  # noqa: E402
 
 
+def _setting_name(dataset: str, model: str, epochs: int) -> str:
+    """A setting in a file name: ``mnist_10ep``, ``mnist_resnet18_10ep`` (another network)."""
+    return f"{dataset}{'' if model == 'deck_cnn' else '_' + model}_{epochs}ep"
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def training_curves(runs: Runs, path: Path) -> Path | None:
     """Per dataset: training loss and test accuracy per epoch, mean over seeds with a min-max band,
     one line per pooler (default options)."""
@@ -99,11 +111,7 @@ def temperature_histograms(runs: Runs, folder: Path) -> list[Path]:
             ax.set_xlabel("learned temperature T (log scale)")
         axes[0][0].set_ylabel("count")
         fig.suptitle(f"{setting}: learned TDGS temperatures ({d.folder.nunique()} runs)")
-        fig.tight_layout()
-        path = folder / f"temperatures_{dataset}{'' if model == 'deck_cnn' else '_' + model}_{epochs}ep.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, folder / f"temperatures_{_setting_name(dataset, model, epochs)}.png"))
     return paths
 
 
@@ -142,9 +150,5 @@ def temperature_trajectories(runs: Runs, folder: Path) -> list[Path]:
         axes[0][0].set_ylabel("temperature T: median, band = quartiles")
         axes[0][0].legend(fontsize=8)
         fig.suptitle(f"{setting}: TDGS temperatures during training")
-        fig.tight_layout()
-        path = folder / f"temperature_trajectory_{dataset}{'' if model == 'deck_cnn' else '_' + model}_{epochs}ep.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, folder / f"temperature_trajectory_{_setting_name(dataset, model, epochs)}.png"))
     return paths
