@@ -116,7 +116,7 @@ def identity(cfg: DictConfig) -> dict:
     }
     trainer = {k: cfg.trainer[k] for k in ("batch_size", "lr", "deterministic")}
     for key, default in (("precision", "32"), ("theta_lr_scale", 1.0)):  # only where set: older checkpoints match
-        if cfg.trainer[key] != default:
+        if cfg.trainer.get(key, default) != default:  # absent from a config.yaml written before it existed
             trainer[key] = cfg.trainer[key]
     pooler = OmegaConf.to_container(cfg.pooler, resolve=True)
     return {
@@ -130,12 +130,16 @@ def identity(cfg: DictConfig) -> dict:
 
 def completed_run(run_dir: Path, cfg: DictConfig) -> dict | None:
     """The summary of ``run_dir`` if it holds this configuration's run, completed with
-    ``trainer.epochs`` epochs (a checkpoint of another configuration is refused), else None."""
+    ``trainer.epochs`` epochs, else None: the checkpoint says which configuration it is (another one
+    is refused), or, without checkpoints, the run's config.yaml."""
     summary = pd.read_csv(run_dir / SUMMARY).iloc[0].to_dict() if run_status(run_dir) == "completed" else None
     if summary is None or summary.get("epochs_done") != cfg.trainer.epochs:
         return None
     state = load_checkpoint(run_dir, identity(cfg))
-    return summary if state is not None and state["epoch"] == cfg.trainer.epochs else None
+    if state is not None:
+        return summary if state["epoch"] == cfg.trainer.epochs else None
+    saved = run_dir / CONFIG  # checkpoints deleted (or not copied) to save space: the run's own config says
+    return summary if saved.is_file() and identity(OmegaConf.load(saved)) == identity(cfg) else None
 
 
 def wants_resume(cfg: DictConfig) -> bool:

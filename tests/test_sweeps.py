@@ -72,19 +72,24 @@ def test_resume_over_a_sweep_folder_skips_completed_jobs_resumes_interrupted_run
         "dataset.train_size=256",
         "dataset.test_size=64",
         "trainer.epochs=2",
-        "seed=0,1,2",
+        "seed=0,1,2,3",
         f"hydra.sweep.dir={sweep}",
     ]
     assert run(*args, cwd=tmp_path).returncode == 0
-    completed, interrupted, missing = (sweep / f"{i}_synthetic_max_seed{i}" for i in range(3))
+    completed, interrupted, missing, copied = (sweep / f"{i}_synthetic_max_seed{i}" for i in range(4))
     kept = {name: (completed / name).stat().st_mtime_ns for name in ("summary.csv", "metrics.csv", "checkpoint.pt")}
     for name in ("summary.csv", "checkpoint.pt"):  # killed while writing epoch 2's files: epoch 1's checkpoint is left
         (interrupted / name).unlink()
     before = pd.read_csv(interrupted / "metrics.csv")
     subprocess.run(["rm", "-r", str(missing)], check=True)
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):  # copied elsewhere without its checkpoints
+        (copied / name).unlink()
+    copied_kept = {name: (copied / name).stat().st_mtime_ns for name in ("summary.csv", "metrics.csv")}
     done = run(*args, "resume=true", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert {name: (completed / name).stat().st_mtime_ns for name in kept} == kept  # left as it was
+    assert {name: (copied / name).stat().st_mtime_ns for name in copied_kept} == copied_kept  # its config.yaml says
+    assert not (copied / "checkpoint.pt").exists()
     after = pd.read_csv(interrupted / "metrics.csv")
     assert after.epoch.tolist() == [1, 2] and after.train_loss[0] == before.train_loss[0]
     for job in (completed, interrupted, missing):
