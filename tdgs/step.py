@@ -79,6 +79,20 @@ def make_adam(parameters, lr: float, *, device: torch.device, mode: str) -> torc
     return torch.optim.Adam(parameters, lr=lr, fused=True, capturable=mode == "graph")
 
 
+ADAM_IMPLEMENTATION = ("capturable", "fused", "foreach", "differentiable")  # how Adam runs, not what it learned
+
+
+def load_adam_state(optimizer: torch.optim.Adam, state: dict) -> None:
+    """Load a checkpoint's Adam state but keep this optimizer's implementation flags: a run resumed
+    on another device steps as :func:`make_adam` made it for this one (a CPU checkpoint's
+    ``capturable=False`` would otherwise stop CUDA graph capture on a GPU)."""
+    groups = [
+        {**saved, **{key: now[key] for key in ADAM_IMPLEMENTATION if key in now}}
+        for saved, now in zip(state["param_groups"], optimizer.param_groups)
+    ]
+    optimizer.load_state_dict({**state, "param_groups": groups})
+
+
 class StepTotals(NamedTuple):
     """An epoch's training totals over its counted (not skipped) steps."""
 

@@ -39,7 +39,7 @@ from .results import (
     write_csv_atomic,
     write_text_atomic,
 )
-from .step import TrainStep, autocast, make_adam, parameter_groups, resolve_mode
+from .step import TrainStep, autocast, load_adam_state, make_adam, parameter_groups, resolve_mode
 from .summaries import pooler_summary, temperature_table
 from .validate import resolve_device, validate
 
@@ -255,7 +255,7 @@ def resume(run: Run, cfg: DictConfig, run_dir: Path, summary: dict) -> None:
             f"resuming needs trainer.epochs >= {state['epoch']}"
         )
     run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
+    load_adam_state(run.optimizer, state["optimizer"])  # flags of this device's Adam, state of the checkpoint's
     if run.step.scaler is not None and state.get("scaler"):  # checkpoints without one: a fresh scaler
         run.step.scaler.load_state_dict(state["scaler"])
     set_rng_states(state["rng"])

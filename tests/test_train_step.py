@@ -17,7 +17,7 @@ from test_reliability import _compose, assert_refused_in_one_line, run_train
 import tdgs.step
 from tdgs.model import PoolingCNN
 from tdgs.networks import build_model
-from tdgs.step import COMPILE_CHOICES, PRECISIONS, TrainStep, make_adam, parameter_groups, resolve_mode
+from tdgs.step import COMPILE_CHOICES, PRECISIONS, TrainStep, load_adam_state, make_adam, parameter_groups, resolve_mode
 from tdgs.train import TrainingDiverged, identity, train
 from tdgs.validate import ConfigError, validate
 
@@ -310,3 +310,17 @@ def test_graph_mode_trains_three_epochs_as_eager_mode_does(tmp_path, monkeypatch
     assert (results["graph"].test_acc - results["none"].test_acc).abs().max() <= 1.0  # 5 of 500 images
     pd.testing.assert_series_equal(results["graph"].train_loss, results["none"].train_loss, rtol=1e-2)
     assert results["graph"].skipped_steps.tolist() == results["none"].skipped_steps.tolist()
+
+
+def test_a_resumed_adam_keeps_this_devices_implementation_and_the_checkpoints_state():
+    """A CPU checkpoint (capturable=False) resumed in graph mode on a GPU must stay capturable."""
+    model = torch.nn.Linear(3, 2)
+    cpu = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    cpu.step()
+    graph = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=True)
+    load_adam_state(graph, cpu.state_dict())
+    assert graph.param_groups[0]["capturable"] is True and cpu.param_groups[0]["capturable"] is False
+    for p in model.parameters():
+        assert torch.equal(graph.state[p]["exp_avg"], cpu.state[p]["exp_avg"])
+        assert float(graph.state[p]["step"]) == 1.0
