@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision import models
 
 from .model import PoolingCNN
 from .pooling import replace_pooling
@@ -17,6 +16,8 @@ def resnet18(image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     """ResNet-18 (He et al. 2016) for small images: a 3x3, stride-1 stem convolution taking the
     image's channels instead of the 7x7, stride-2 one; the stem's MaxPool2d(3, 2, padding=1) stays,
     so 32 (28) pixels reach the last stage at 2x2: (B, C, H, W) -> (B, classes)."""
+    from torchvision import models  # here: importing torchvision takes about 2 s (torch._dynamo)
+
     model = models.resnet18(num_classes=num_classes)
     model.conv1 = nn.Conv2d(image_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
     return model
@@ -27,6 +28,8 @@ def vgg11_bn(image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
     takes the image's channels and pads images under 32 pixels up to 32 (28 -> padding 3), so that
     the five 2x2 max pools end at 1x1; global average pooling and one linear layer (512 -> classes)
     replace the 7x7 pooling and the 100M-parameter head: (B, C, H, W) -> (B, classes)."""
+    from torchvision import models
+
     model = models.vgg11_bn(num_classes=num_classes)
     padding = 1 + max(0, 32 - min(image_shape[1:]) + 1) // 2
     model.features[0] = nn.Conv2d(image_shape[0], 64, kernel_size=3, padding=padding)

@@ -16,8 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from filelock import FileLock
-from torchvision import datasets
-from torchvision.datasets.utils import extract_archive
 
 from ..errors import DatasetUnavailable, describe
 from ..results import replace_atomic
@@ -29,12 +27,20 @@ IDX_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-IDX_CLASSES = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}
+IDX_CLASSES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # torchvision's; also the folder under root
 IDX_SOURCES = {
     "mnist": "http://yann.lecun.com/exdb/mnist/ (or any MNIST mirror)",
     "fashion_mnist": "https://github.com/zalandoresearch/fashion-mnist (or Debian's package "
     "dataset-fashion-mnist, then dataset.source=/usr/share/datasets/fashion-mnist)",
 }
+
+
+def torchvision_datasets():
+    """torchvision.datasets, imported when a torchvision set is loaded: importing torchvision
+    imports torch._dynamo (about 2 s), which runs on the other datasets do without."""
+    from torchvision import datasets
+
+    return datasets
 
 
 def preparing(folder: Path) -> FileLock:
@@ -100,8 +106,8 @@ def stage_idx_files(raw: Path, source: Path | None) -> None:
 
 def load_idx_dataset(name: str, *, root: str, source: str | None = None, download: bool = True) -> Splits:
     """MNIST or Fashion-MNIST (``name``) from ``root/<MNIST|FashionMNIST>/raw``."""
-    cls = IDX_CLASSES[name]
-    raw = Path(root) / cls.__name__ / "raw"
+    cls = getattr(torchvision_datasets(), IDX_CLASSES[name])
+    raw = Path(root) / IDX_CLASSES[name] / "raw"
     stage_idx_files(raw, Path(source) if source is not None else None)
     reason = "download is off (dataset.download=false)"
     if download and not all((raw / f).is_file() for f in IDX_FILES):
@@ -162,7 +168,7 @@ def _extract_cifar(archive: Path, root: Path) -> None:
     in one rename: an interrupted extraction never leaves half a folder behind."""
     scratch = root / f".extract.{os.getpid()}"
     try:
-        extract_archive(str(archive), str(scratch))
+        torchvision_datasets().utils.extract_archive(str(archive), str(scratch))
         (scratch / CIFAR_FOLDER).replace(root / CIFAR_FOLDER)
     except Exception as error:
         raise DatasetUnavailable(f"cifar10: {archive} is damaged or incomplete ({describe(error)}); delete it to download it again") from None
@@ -185,7 +191,7 @@ def load_cifar10(*, root: str, download: bool = True) -> Splits:
                     _extract_cifar(archive, Path(root))
                 elif download:
                     try:
-                        datasets.CIFAR10(root, train=True, download=True)
+                        torchvision_datasets().CIFAR10(root, train=True, download=True)
                     except Exception as error:  # offline: explained below
                         reason = f"download failed ({describe(error)})"
     missing = [n for n in names if not (folder / n).is_file()]
