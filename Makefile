@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# pytest-xdist: a test process per core, an idle one takes tests still waiting (WORKERS= runs one)
+WORKERS ?= -n auto --dist worksteal
 
 .PHONY: demo test test-all lint bench reproduce reproduce-smoke clean-venv
 
@@ -19,9 +21,9 @@ demo: $(STAMP)
 	@latest=$$(ls -td outputs/demo/*/ | head -1); echo; echo "Results in $$latest:"; \
 	$(PY) -m tdgs.results $$latest
 
-## test: the linter, then the default test suite (slow tests excluded); what CI runs
+## test: the linter, then the default test suite (slow tests excluded) on a worker per core; what CI runs
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(WORKERS)
 
 ## lint: ruff's checks and formatting (configured in pyproject.toml); `ruff format .` fixes the latter
 lint: $(STAMP)
@@ -30,7 +32,7 @@ lint: $(STAMP)
 
 ## test-all: every test, slow ones included
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m ''
+	$(PY) -m pytest -q -m '' $(WORKERS)
 
 ## bench: speed benchmark: poolers, CNN train steps, epoch throughput, peak memory (scripts/bench.py)
 bench: $(STAMP)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
@@ -15,13 +15,8 @@ from tdgs.data import DATASETS, load_dataset
 from tdgs.pooling import POOLERS, pooler_options
 
 
-def _compose(*overrides):
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        return compose("config", overrides=list(overrides))
-
-
 def test_defaults_follow_the_deck():
-    cfg = _compose()
+    cfg = compose_config()
     assert (cfg.dataset.name, cfg.pooler.name, cfg.seed, cfg.device) == ("digits", "tdgs", 0, "auto")
     assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.lr) == (10, 64, 1e-3)
     assert cfg.pooler.t0 == 1.0
@@ -29,7 +24,7 @@ def test_defaults_follow_the_deck():
 
 @pytest.mark.parametrize("name", DATASETS)
 def test_every_dataset_composes_with_its_own_fields_only(name):
-    cfg = _compose(f"dataset={name}")
+    cfg = compose_config(f"dataset={name}")
     fields = set(cfg.dataset) - {"name"}
     assert cfg.dataset.name == name and fields <= set(inspect.signature(load_dataset).parameters)
     used = {
@@ -42,12 +37,12 @@ def test_every_dataset_composes_with_its_own_fields_only(name):
     assert fields == used[name]
     for other in set().union(*used.values()) - used[name]:  # another dataset's field is refused
         with pytest.raises(ConfigCompositionException):
-            _compose(f"dataset={name}", f"dataset.{other}=1")
+            compose_config(f"dataset={name}", f"dataset.{other}=1")
 
 
 @pytest.mark.parametrize("name", list(POOLERS))
 def test_every_pooler_config_has_its_module_options_and_defaults(name):
-    cfg = _compose(f"pooler={name}")
+    cfg = compose_config(f"pooler={name}")
     options = {k: v for k, v in cfg.pooler.items() if k != "name"}
     assert cfg.pooler.name == name
     # dilation and ceil_mode are accepted only at nn.MaxPool2d's defaults: nothing to configure
@@ -61,7 +56,7 @@ def test_every_pooler_config_has_its_module_options_and_defaults(name):
 
 
 def test_pooler_options_override_with_types_checked():
-    cfg = _compose("pooler=tdgs", "pooler.t0=0.5", "pooler.hard=false", "pooler.normalize=none")
+    cfg = compose_config("pooler=tdgs", "pooler.t0=0.5", "pooler.hard=false", "pooler.normalize=none")
     assert (cfg.pooler.t0, cfg.pooler.hard, cfg.pooler.normalize) == (0.5, False, "none")
 
 
@@ -71,21 +66,21 @@ def test_pooler_options_override_with_types_checked():
 )
 def test_wrong_types_and_unknown_keys_are_refused(override):
     with pytest.raises((ConfigCompositionException, ValidationError)):
-        _compose(*override.split())
+        compose_config(*override.split())
 
 
 def test_unknown_group_option_is_refused():
     with pytest.raises(ConfigCompositionException):
-        _compose("pooler=maxx")
+        compose_config("pooler=maxx")
 
 
 def test_demo_experiment():
-    cfg = _compose("experiment=demo")
+    cfg = compose_config("experiment=demo")
     assert cfg.dataset.name == "digits" and cfg.trainer.epochs == 5
 
 
 def test_paths_and_trainer_groups():
-    cfg = _compose("dataset=mnist", "paths.data_dir=/d", "paths.output_dir=/o", "trainer.threads=1")
+    cfg = compose_config("dataset=mnist", "paths.data_dir=/d", "paths.output_dir=/o", "trainer.threads=1")
     assert cfg.dataset.root == "/d" and cfg.paths.output_dir == "/o" and cfg.trainer.threads == 1
 
 

@@ -14,11 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import TRAIN
-from hydra import compose, initialize_config_dir
+from conftest import TRAIN, compose_config
 
 import tdgs.train
-from tdgs.cli import CONF_DIR, train_main
+from tdgs.cli import train_main
 from tdgs.train import TrainingDiverged, train
 from tdgs.validate import ConfigError
 
@@ -147,11 +146,6 @@ def test_sigterm_stops_at_a_safe_point_and_marks_interrupted(tmp_path):
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == len(done)
 
 
-def _compose(*overrides):
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        return compose("config", overrides=list(overrides))
-
-
 def test_nan_loss_fails_the_run_and_keeps_finished_epochs(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = torch.nn.functional.cross_entropy
@@ -165,7 +159,7 @@ def test_nan_loss_fails_the_run_and_keeps_finished_epochs(tmp_path, monkeypatch)
         return loss
 
     monkeypatch.setattr(tdgs.train.F, "cross_entropy", poisoned)
-    cfg = _compose(*SMALL, "pooler=tdgs", "trainer.epochs=3", f"paths.data_dir={tmp_path}")
+    cfg = compose_config(*SMALL, "pooler=tdgs", "trainer.epochs=3", f"paths.data_dir={tmp_path}")
     with pytest.raises(
         TrainingDiverged, match=r"the training loss became nan in epoch 2; stopped, keeping the 1 finished"
     ):
@@ -176,21 +170,23 @@ def test_nan_loss_fails_the_run_and_keeps_finished_epochs(tmp_path, monkeypatch)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
 
 
-def test_a_damaged_checkpoint_falls_back_to_the_previous_one_then_to_a_clean_start(tmp_path):
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one_then_to_a_clean_start(tmp_path, caplog):
+    """In this process, through train() (resuming is train()'s; the tests above run the command)."""
     run = tmp_path / "run"
-    args = [*SMALL, "pooler=max", f"hydra.run.dir={run}"]
-    assert run_train(*args, "trainer.epochs=2", cwd=tmp_path).returncode == 0
+    args = [*SMALL, "dataset.train_size=256", "pooler=max", f"paths.data_dir={tmp_path / 'data'}"]
+    assert train(compose_config(*args, "trainer.epochs=2"), run)["status"] == "completed"
     checkpoint = run / "checkpoint.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # truncated mid-write
-    done = run_train(*args, "trainer.epochs=3", "resume=true", cwd=tmp_path)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0 and "Traceback" not in output
-    assert "checkpoint.pt is unreadable" in output and "continuing" in output and "after epoch 1" in output
+    caplog.set_level(logging.INFO, logger="tdgs")
+    assert train(compose_config(*args, "trainer.epochs=3", "resume=true"), run)["status"] == "completed"
+    assert "checkpoint.pt is unreadable" in caplog.text and "continuing" in caplog.text
+    assert "after epoch 1" in caplog.text
     assert pd.read_csv(run / "metrics.csv").epoch.tolist() == [1, 2, 3]
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):
         (run / name).write_bytes(b"not a checkpoint")
-    done = run_train(*args, "trainer.epochs=2", "resume=true", cwd=tmp_path)
-    assert done.returncode == 0 and "starting from scratch" in done.stdout + done.stderr
+    caplog.clear()
+    assert train(compose_config(*args, "trainer.epochs=2", "resume=true"), run)["status"] == "completed"
+    assert "starting from scratch" in caplog.text
     assert pd.read_csv(run / "metrics.csv").epoch.tolist() == [1, 2]
 
 
@@ -219,7 +215,7 @@ def test_a_run_folder_is_never_overwritten_by_a_refused_start(tmp_path):
     """In this process, through train() (the command line turns ConfigError into exit code 2)."""
     run = tmp_path / "run"
     args = [*SMALL, "dataset.train_size=256", "pooler=max"]
-    assert train(_compose(*args, "trainer.epochs=2"), run)["status"] == "completed"
+    assert train(compose_config(*args, "trainer.epochs=2"), run)["status"] == "completed"
     before = {
         name: (run / name).read_bytes() for name in ("summary.csv", "metrics.csv", "config.yaml", "checkpoint.pt")
     }
@@ -231,17 +227,17 @@ def test_a_run_folder_is_never_overwritten_by_a_refused_start(tmp_path):
     ]
     for overrides, message in refusals:
         with pytest.raises(ConfigError, match=message):
-            train(_compose(*args, *overrides), run)
+            train(compose_config(*args, *overrides), run)
         assert {name: (run / name).read_bytes() for name in before} == before
 
 
-def test_a_requeued_slurm_job_resumes_by_itself(tmp_path):
+def test_a_requeued_slurm_job_resumes_by_itself(tmp_path, monkeypatch, caplog):
+    """In this process: a requeued job runs the same command again, with SLURM_RESTART_COUNT > 0."""
     run = tmp_path / "run"
-    args = [*SMALL, "dataset.train_size=256", "pooler=max", f"hydra.run.dir={run}"]
-    assert run_train(*args, "trainer.epochs=1", cwd=tmp_path).returncode == 0
-    env = {**os.environ, "TDGS_DATA_DIR": str(tmp_path / "data"), "SLURM_RESTART_COUNT": "1"}
-    done = subprocess.run(
-        [*TRAIN, *args, "trainer.epochs=2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0 and "resume: continuing" in done.stdout + done.stderr
+    args = [*SMALL, "dataset.train_size=256", "pooler=max", f"paths.data_dir={tmp_path / 'data'}"]
+    assert train(compose_config(*args, "trainer.epochs=1"), run)["status"] == "completed"
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    caplog.set_level(logging.INFO, logger="tdgs")
+    assert train(compose_config(*args, "trainer.epochs=2"), run)["status"] == "completed"
+    assert "resume: continuing" in caplog.text
     assert pd.read_csv(run / "metrics.csv").epoch.tolist() == [1, 2]

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SMALL_RUN
-from test_reliability import _compose, assert_refused_in_one_line, run_train
+from conftest import SMALL_RUN, compose_config
+from test_reliability import assert_refused_in_one_line, run_train
 
 import tdgs.step
 from tdgs.model import PoolingCNN
@@ -55,7 +55,7 @@ def _step(model, images, labels, *, precision="32", mode="none", device=CPU, bat
 
 
 def test_the_defaults_are_float32_and_auto():
-    trainer = _compose().trainer
+    trainer = compose_config().trainer
     assert (trainer.precision, trainer.compile) == ("32", "auto")
     assert trainer.precision in PRECISIONS and trainer.compile in COMPILE_CHOICES
     assert (resolve_mode("auto", torch.device("cpu")), resolve_mode("auto", torch.device("cuda"))) == ("none", "graph")
@@ -86,7 +86,7 @@ def test_every_precision_trains_end_to_end_on_the_cpu(tmp_path):
 def test_mixed_precision_learns_as_float32_does(tmp_path):
     accuracy = {}
     for precision in PRECISIONS:
-        summary = train(_compose(*EASY, f"trainer.precision={precision}"), tmp_path / precision)
+        summary = train(compose_config(*EASY, f"trainer.precision={precision}"), tmp_path / precision)
         accuracy[precision] = summary["test_acc"]
     assert accuracy["32"] >= 95, accuracy  # an easy task, learnt
     assert all(abs(acc - accuracy["32"]) <= 3 for acc in accuracy.values()), accuracy
@@ -158,7 +158,7 @@ def test_a_16_mixed_run_with_an_overflowing_step_completes(tmp_path, monkeypatch
         return loss
 
     monkeypatch.setattr(tdgs.step.F, "cross_entropy", overflowing)
-    summary = train(_compose(*SMALL, "pooler=max", "trainer.epochs=2", "trainer.precision=16-mixed"), tmp_path)
+    summary = train(compose_config(*SMALL, "pooler=max", "trainer.epochs=2", "trainer.precision=16-mixed"), tmp_path)
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert summary["status"] == "completed" and metrics.skipped_steps.tolist() == [1, 0]
     assert metrics.train_loss.map(math.isfinite).all()
@@ -166,21 +166,21 @@ def test_a_16_mixed_run_with_an_overflowing_step_completes(tmp_path, monkeypatch
 
 def test_every_16_mixed_step_skipped_is_divergence(tmp_path, monkeypatch):
     monkeypatch.setattr(tdgs.step.F, "cross_entropy", lambda logits, target, **kwargs: logits.sum() * math.inf)
-    cfg = _compose(*SMALL, "pooler=max", "trainer.precision=16-mixed")
+    cfg = compose_config(*SMALL, "pooler=max", "trainer.precision=16-mixed")
     with pytest.raises(TrainingDiverged, match=r"became nan in epoch 1 \(4 of 4 steps skipped\)"):
         train(cfg, tmp_path)
 
 
 def test_the_scaler_state_is_checkpointed_and_precision_is_part_of_the_identity(tmp_path):
     args = [*SMALL, "pooler=max", "trainer.precision=16-mixed"]
-    train(_compose(*args), tmp_path)
+    train(compose_config(*args), tmp_path)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["scaler"]["scale"] == 2.0**16
     state["scaler"]["scale"] = 1024.0  # a scale the resumed run can only have from the checkpoint
     torch.save(state, tmp_path / "checkpoint.pt")
     with pytest.raises(ConfigError, match="was written by another configuration"):
-        train(_compose(*SMALL, "pooler=max", "trainer.epochs=2", "resume=true"), tmp_path)  # precision 32
-    train(_compose(*args, "trainer.epochs=2", "resume=true"), tmp_path)
+        train(compose_config(*SMALL, "pooler=max", "trainer.epochs=2", "resume=true"), tmp_path)  # precision 32
+    train(compose_config(*args, "trainer.epochs=2", "resume=true"), tmp_path)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["scaler"]["scale"] == 1024.0
 
 
@@ -192,21 +192,22 @@ def test_theta_lr_scale_speeds_up_the_temperatures_only_and_is_part_of_the_ident
     assert len(rest["params"]) + 3 == len(list(model.parameters()))
     assert len(parameter_groups(model, 1e-3)) == 1  # scale 1: one group, as before the option existed
     # a checkpoint keeps matching the identity it had before theta_lr_scale existed
-    assert identity(_compose(*SMALL))["trainer"] == str({"batch_size": 64, "lr": 0.001, "deterministic": False})
-    both = identity(_compose(*SMALL, "trainer.precision=bf16-mixed", "trainer.theta_lr_scale=10"))["trainer"]
+    assert identity(compose_config(*SMALL))["trainer"] == str({"batch_size": 64, "lr": 0.001, "deterministic": False})
+    both = identity(compose_config(*SMALL, "trainer.precision=bf16-mixed", "trainer.theta_lr_scale=10"))["trainer"]
     assert both == str({"batch_size": 64, "lr": 0.001, "deterministic": False, "precision": "bf16-mixed"} | {
         "theta_lr_scale": 10.0
     })  # fmt: skip
     scaled = [*SMALL, "pooler=tdgs", "trainer.theta_lr_scale=10"]
-    train(_compose(*scaled, "trainer.epochs=1"), tmp_path)
+    train(compose_config(*scaled, "trainer.epochs=1"), tmp_path)
     with pytest.raises(ConfigError, match="was written by another configuration"):
-        train(_compose(*SMALL, "pooler=tdgs", "trainer.epochs=2", "resume=true"), tmp_path)  # scale 1
-    summary = train(_compose(*scaled, "trainer.epochs=2", "resume=true"), tmp_path)  # two groups' Adam state
+        train(compose_config(*SMALL, "pooler=tdgs", "trainer.epochs=2", "resume=true"), tmp_path)  # scale 1
+    summary = train(compose_config(*scaled, "trainer.epochs=2", "resume=true"), tmp_path)  # two groups' Adam state
     assert (summary["status"], summary["epochs_done"], summary["theta_lr_scale"]) == ("completed", 2, 10.0)
 
 
 def test_inductor_trains_on_the_cpu(tmp_path):
-    summary = train(_compose(*SMALL, "pooler=max", "trainer.compile=inductor", "dataset.train_size=200"), tmp_path)
+    cfg = compose_config(*SMALL, "pooler=max", "trainer.compile=inductor", "dataset.train_size=200")
+    summary = train(cfg, tmp_path)
     assert (summary["status"], summary["compile"]) == ("completed", "inductor")
     assert math.isfinite(summary["train_loss"])
 
@@ -236,7 +237,7 @@ def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch, device):
     monkeypatch.setattr(
         torch.cuda, "is_bf16_supported", lambda including_emulation=True: supported["bf16"] and not including_emulation
     )
-    cfg = _compose("dataset=synthetic", f"device={device}", "trainer.precision=bf16-mixed")
+    cfg = compose_config("dataset=synthetic", f"device={device}", "trainer.precision=bf16-mixed")
     message = (
         "trainer.precision=bf16-mixed but Tesla V100-SXM2-16GB has no native bfloat16; "
         "use trainer.precision=16-mixed or 32"
@@ -244,7 +245,7 @@ def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch, device):
     with pytest.raises(ConfigError) as error:
         validate(cfg)
     assert str(error.value) == message
-    validate(_compose("dataset=synthetic", f"device={device}", "trainer.precision=16-mixed"))
+    validate(compose_config("dataset=synthetic", f"device={device}", "trainer.precision=16-mixed"))
     supported["bf16"] = True
     validate(cfg)
 
@@ -304,7 +305,8 @@ def test_graph_mode_trains_three_epochs_as_eager_mode_does(tmp_path, monkeypatch
     ]
     results = {}
     for mode in ("none", "graph"):
-        summary = train(_compose(*args, f"trainer.compile={mode}", f"trainer.precision={precision}"), tmp_path / mode)
+        cfg = compose_config(*args, f"trainer.compile={mode}", f"trainer.precision={precision}")
+        summary = train(cfg, tmp_path / mode)
         assert (summary["status"], summary["compile"]) == ("completed", mode)
         results[mode] = pd.read_csv(tmp_path / mode / "metrics.csv")
     assert (results["graph"].test_acc - results["none"].test_acc).abs().max() <= 1.0  # 5 of 500 images
