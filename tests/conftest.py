@@ -15,8 +15,9 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Under pytest-xdist (`make test`: a worker per core) each worker and the processes it starts run one
-# torch thread: the workers already share the cores, and more threads per worker only contend (on 2
-# cores the suite took 8:45 so, 7:16 with one thread each)
+# torch thread: the workers already share the cores, and more threads per worker only contend (the
+# same suite on 2 cores, 2026-11-26: 8:45 with torch's default threads, 7:16 with one). The C++
+# kernels on several threads: test_kernels.py sets them itself.
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)

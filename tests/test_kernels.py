@@ -207,6 +207,46 @@ def test_s3_kernel_matches_reference(kernels, dtype, shape, training, kernel_siz
     _close(*(torch.autograd.grad(out.sin().sum(), x)[0] for out in (fast, slow)), dtype)
 
 
+@pytest.mark.skipif("cpp" not in KERNEL_BACKENDS, reason="needs the C++ kernels")
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_cpp_kernels_give_the_same_on_one_thread_and_on_several(training):
+    """The C++ kernels split planes among threads (at::parallel_for) and flush denormals in every
+    task: the result must not depend on the split. Here 512 planes (16 tasks at 8x8 outputs), on 1
+    thread and on 4, whatever the test run's own thread count (make test runs one per worker)."""
+    x = torch.randn(8, 64, 16, 16, dtype=torch.float64)
+    x[:, :8] *= 1e-300  # denormal products and sums
+    x[0, 9, :4, :4] = float("nan")
+    x.requires_grad_()
+    t = torch.rand(64, 8, 8, dtype=torch.float64).add(0.1).requires_grad_()
+    logit, mask = torch.randn(64, dtype=torch.float64), torch.randn(64, 4, dtype=torch.float64)
+    poolers = {
+        "tdgs": lambda: tdgs_pool2d(x, t, training=training),
+        "tdgs soft": lambda: tdgs_pool2d(x, t, training=training, hard=False, eval_mode="sample"),
+        "mixed": lambda: mixed_pool2d(x, logit),
+        "gated": lambda: gated_pool2d(x, mask, logit),
+        "stochastic": lambda: stochastic_pool2d(x, training=training),
+        "s3": lambda: s3_pool2d(x, training=training),
+    }
+
+    def outputs_and_gradients(threads):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            results = {}
+            with backend.use("auto"):
+                for name, pool in poolers.items():
+                    out = (torch.manual_seed(3), pool())[1]
+                    results[name] = (out, *torch.autograd.grad(out.nan_to_num().sin().sum(), (x, t), allow_unused=True))
+            return results
+        finally:
+            torch.set_num_threads(previous)
+
+    one, several = outputs_and_gradients(1), outputs_and_gradients(4)
+    for name in poolers:
+        for got, want in zip(several[name], one[name]):
+            assert (got is None and want is None) or torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0)), name
+
+
 # (kernel_size, stride, padding, H, W): ResNet's stem (3x3/2, padding 1), a padded 2x2/2 (S3's last
 # evaluation blocks cut short at 8x8), 3x3/3, and a map smaller than the window
 PADDED = [(3, 2, 1, 9, 8), (2, 2, 1, 7, 9), (2, 2, 1, 8, 8), (3, 3, 1, 7, 7), (3, 2, 1, 1, 2)]

@@ -1,4 +1,4 @@
-"""tdgs-report: statistics against scipy, the report over folders of real small runs,
+"""tdgs-report: statistics against scipy, the report over folders of a real small sweep and more runs,
 and corrupt, incomplete and failed runs listed instead of dropped or crashing."""
 
 import math
@@ -52,20 +52,25 @@ def test_statistics_of_tiny_groups_are_nan_not_errors():
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """Real runs, trained in this process into the folders tdgs-train's sweeps would give them (max
-    and TDGS at two t0, two seeds; a repeat from another experiment; faster temperatures), plus
-    broken folders beside them. tdgs-report over folders made by the command: test_reproduce.py."""
+    """A real sweep (max and TDGS, two seeds) and more runs trained in this process into the folders
+    a sweep gives them (TDGS at another t0; a repeat from another experiment; faster temperatures),
+    plus broken folders beside them."""
     root = tmp_path_factory.mktemp("sweep")
+    env = {**os.environ, "TDGS_DATA_DIR": str(root / "data")}
+    args = [*SMALL, "pooler=max,tdgs", "seed=0,1", f"hydra.sweep.dir={root / 'runs'}"]
+    done = subprocess.run(
+        [BIN / "tdgs-train", "-m", *args], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
     experiments = {  # folder: each job's overrides, in the sweep's order
-        "runs": [[f"pooler={pooler}", f"seed={seed}"] for pooler in ("max", "tdgs") for seed in (0, 1)],
-        "runs_t0": [["pooler=tdgs", "pooler.t0=0.5", f"seed={seed}"] for seed in (0, 1)],
-        "runs_repeat": [["pooler=tdgs", "seed=0"]],  # TDGS's defaults, seed 0, again
-        "runs_lr": [["pooler=tdgs", "trainer.theta_lr_scale=100", f"seed={seed}"] for seed in (0, 1)],
+        "runs_t0": [["pooler.t0=0.5", f"seed={seed}"] for seed in (0, 1)],
+        "runs_repeat": [["seed=0"]],  # TDGS's defaults, seed 0, again
+        "runs_lr": [["trainer.theta_lr_scale=100", f"seed={seed}"] for seed in (0, 1)],
     }
     for folder, jobs in experiments.items():
         for number, overrides in enumerate(jobs):
-            cfg = compose_config(*SMALL, *overrides)
-            summary = train(cfg, root / folder / f"{number}_synthetic_{cfg.pooler.name}_seed{cfg.seed}")
+            cfg = compose_config(*SMALL, "pooler=tdgs", *overrides)
+            summary = train(cfg, root / folder / f"{number}_synthetic_tdgs_seed{cfg.seed}")
             assert summary["status"] == "completed"
     broken = root / "runs" / "broken"
     runs = sorted(p.parent for p in (root / "runs").glob("*/summary.csv"))

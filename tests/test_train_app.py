@@ -3,6 +3,7 @@ temporary folder, on the synthetic set in both geometries and on the digits set.
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -76,6 +77,13 @@ def test_offline_dataset_error_is_one_clear_line(tmp_path):
     assert "Traceback" not in output
     (line,) = [text for text in output.splitlines() if "missing" in text]
     assert "train-images-idx3-ubyte" in line and str(tmp_path / "data" / "MNIST" / "raw") in line
+
+
+def test_tdgs_train_starts_without_torchvision(tmp_path):
+    """Importing torchvision imports torch._dynamo (about 2 s): only its sets and networks import it."""
+    code = "import sys, tdgs.cli; print(sorted(m for m in sys.modules if m.startswith('torchvision')))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 def test_help_introduces_tdgs_train_with_the_readme_examples_and_each_dataset_its_own_fields(tmp_path):

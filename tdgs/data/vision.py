@@ -168,7 +168,9 @@ def _extract_cifar(archive: Path, root: Path) -> None:
     in one rename: an interrupted extraction never leaves half a folder behind."""
     scratch = root / f".extract.{os.getpid()}"
     try:
-        torchvision_datasets().utils.extract_archive(str(archive), str(scratch))
+        from torchvision.datasets.utils import extract_archive
+
+        extract_archive(str(archive), str(scratch))
         (scratch / CIFAR_FOLDER).replace(root / CIFAR_FOLDER)
     except Exception as error:
         raise DatasetUnavailable(f"cifar10: {archive} is damaged or incomplete ({describe(error)}); delete it to download it again") from None
