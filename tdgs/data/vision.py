@@ -35,14 +35,6 @@ IDX_SOURCES = {
 }
 
 
-def torchvision_datasets():
-    """torchvision.datasets, imported when a torchvision set is loaded: importing torchvision
-    imports torch._dynamo (about 2 s), which runs on the other datasets do without."""
-    from torchvision import datasets
-
-    return datasets
-
-
 def preparing(folder: Path) -> FileLock:
     """An inter-process lock on preparing the data in ``folder`` (staging, downloading,
     extracting): parallel jobs and SLURM jobs share one data folder, and the first one to take the
@@ -106,7 +98,9 @@ def stage_idx_files(raw: Path, source: Path | None) -> None:
 
 def load_idx_dataset(name: str, *, root: str, source: str | None = None, download: bool = True) -> Splits:
     """MNIST or Fashion-MNIST (``name``) from ``root/<MNIST|FashionMNIST>/raw``."""
-    cls = getattr(torchvision_datasets(), IDX_CLASSES[name])
+    from torchvision import datasets  # here: importing torchvision takes about 2 s (torch._dynamo)
+
+    cls = getattr(datasets, IDX_CLASSES[name])
     raw = Path(root) / IDX_CLASSES[name] / "raw"
     stage_idx_files(raw, Path(source) if source is not None else None)
     reason = "download is off (dataset.download=false)"
@@ -193,7 +187,9 @@ def load_cifar10(*, root: str, download: bool = True) -> Splits:
                     _extract_cifar(archive, Path(root))
                 elif download:
                     try:
-                        torchvision_datasets().CIFAR10(root, train=True, download=True)
+                        from torchvision.datasets import CIFAR10
+
+                        CIFAR10(root, train=True, download=True)
                     except Exception as error:  # offline: explained below
                         reason = f"download failed ({describe(error)})"
     missing = [n for n in names if not (folder / n).is_file()]
