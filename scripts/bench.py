@@ -10,7 +10,7 @@
    eagerly as the baseline. On CUDA eagerly and as one CUDA graph (``trainer.compile=graph``).
 3. networks: a training step of torchvision's ResNet-18 and VGG-11 (``model=resnet18``,
    ``vgg11_bn``) with each pooler in place of their max pools, against max pooling.
-4. epoch: images/s of the training loop over in-memory data (``tdgs.train.batches``) and the share
+4. epoch: images/s of the training loop over in-memory data (``tdgs.data.inputs.Inputs``) and the share
    of the time spent fetching batches, against the original per-sample DataLoader + ToTensor.
 5. memory: peak memory of a training step (CPU: resident-memory high-water mark of a fresh process
    with malloc returning large blocks to the system; CUDA: the allocator's peak).
@@ -40,13 +40,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tdgs.data.inputs import Inputs
 from tdgs.model import PoolingCNN
 from tdgs.networks import TORCHVISION, build_model
+from tdgs.optim import make_optimizer
 from tdgs.pooling import POOLERS, backend, create_pooler
 from tdgs.pooling.windows import pooled_size
 from tdgs.report.tables import markdown
-from tdgs.step import TrainStep, make_adam
-from tdgs.train import batches
+from tdgs.step import TrainStep
 
 POOL_SHAPES = [(16, 32, 32), (32, 16, 16), (64, 8, 8)]  # (C, H, W) at the deck's CIFAR CNN's pools
 GEOMETRIES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -197,7 +198,7 @@ def train_step_fns(build, names, image_shape, args, device) -> dict:
         model = build(name).to(device)
         # lr 0: Adam does all its work but the weights stay put, so that hundreds of steps on
         # a few batches cannot drift the model into another numerical regime during the timing
-        optimizer = make_adam(model.parameters(), 0.0, device=device, mode=MODES[mode])
+        optimizer = make_optimizer(model.parameters(), lr=0.0, device=device, mode=MODES[mode])
         step = TrainStep(
             model,
             optimizer,
@@ -274,7 +275,9 @@ def bench_epoch(args, device) -> pd.DataFrame:
         fetch = compute = 0.0
         _sync(device)
         start = time.perf_counter()
-        source = batches(images, labels, args.batch, torch.randperm(count, device=device))
+        inputs = Inputs()  # the default recipe's: scaled to [0, 1]
+        order = torch.randperm(count, device=device).split(args.batch)
+        source = ((inputs(images[index], training=True), labels[index]) for index in order)
         while True:
             tick = time.perf_counter()
             try:

@@ -1,7 +1,8 @@
 """Per-epoch checkpoints: model, optimizer, the gradient scaler (``scaler``, 16-mixed runs only;
 a checkpoint without it resumes with a fresh scaler), every RNG state, the epoch and the metrics
 so far, written atomically and readable with ``torch.load(weights_only=True)``. The previous
-checkpoint is kept, so that a damaged last one still leaves a good state to resume from."""
+checkpoint is kept, so that a damaged last one still leaves a good state to resume from. Beside
+them, the weights of the epoch with the best validation accuracy (:data:`BEST`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
+BEST = "checkpoint_best.pt"  # the weights of the best-validation epoch (save_best)
 KEYS = {"epoch", "model", "optimizer", "rng", "metrics", "summary", "identity"}  # required; "scaler" is optional
 
 
@@ -63,6 +65,29 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
             os.replace(run_dir / CHECKPOINT, run_dir / PREVIOUS)
 
     replace_atomic(run_dir / CHECKPOINT, write)
+
+
+def _save(path: Path, state: dict) -> None:
+    def write(partial: Path) -> None:
+        buffer = io.BytesIO()  # serialised in memory: a full disk then fails as an OSError, not inside torch
+        torch.save(state, buffer)
+        partial.write_bytes(buffer.getvalue())
+
+    replace_atomic(path, write)
+
+
+def save_best(run_dir: Path, state: dict) -> None:
+    """Write ``state`` (``epoch``, ``model``, ``val_acc``, ``test_acc``, ``inputs``: the normalisation
+    the weights expect) as the run's best-validation weights, in one step."""
+    _save(run_dir / BEST, state)
+
+
+def best_epoch(run_dir: Path) -> int | None:
+    """The epoch whose weights :data:`BEST` holds; None when there is none or it is unreadable."""
+    try:
+        return int(torch.load(run_dir / BEST, map_location="cpu", weights_only=True)["epoch"])
+    except Exception:  # missing, truncated, foreign
+        return None
 
 
 def load_checkpoint(run_dir: Path, identity: dict) -> dict | None:

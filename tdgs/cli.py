@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
-from importlib.resources import files
 from pathlib import Path
 
 import hydra
@@ -14,21 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import register_configs
+from .config import CONF_DIR, register_configs
 from .errors import ConfigError, DatasetUnavailable, Interrupted, OutputError, TrainingDiverged
 from .train import train
 
-
-def _conf_dir() -> str:
-    """conf/, installed as the package tdgs.conf; or, for a source tree on PYTHONPATH that was never
-    installed (a GPU machine, say), the tree's own conf/ beside tdgs/."""
-    try:
-        return str(files("tdgs.conf"))
-    except ModuleNotFoundError:
-        return str(Path(__file__).resolve().parent.parent / "conf")
-
-
-CONF_DIR = _conf_dir()
 log = logging.getLogger("tdgs")
 
 register_configs()
@@ -62,7 +51,7 @@ def threads_per_job(launcher) -> int | None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def train_main(cfg: DictConfig) -> float:
-    """Train one model (or, with ``-m``, one job of a sweep); return its final test accuracy."""
+    """Train one model (or, with ``-m``, one job of a sweep); return its best validation accuracy."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if cfg.trainer.threads is None:  # parallel jobs share the machine's cores instead of fighting
@@ -84,11 +73,20 @@ def train_main(cfg: DictConfig) -> float:
             raise
         log.exception(f"job failed; its summary.csv in {run_dir} says so")
         return float("nan")
-    log.info(
-        f"done: test accuracy {summary['test_acc']:.2f}% (best {summary['best_test_acc']:.2f}% at "
-        f"epoch {summary['best_epoch']}), {summary['train_seconds']:.1f}s; results in {run_dir}"
+    best_val_acc = summary.get("best_val_acc", math.nan)  # absent from a summary.csv older than validation
+    selected = (
+        ""
+        if math.isnan(best_val_acc)
+        else (
+            f"; best validation {best_val_acc:.2f}% at epoch {int(summary['best_val_epoch'])}, "
+            f"test accuracy there {summary['test_acc_at_best_val']:.2f}%"
+        )
     )
-    return summary["test_acc"]
+    log.info(
+        f"done: final test accuracy {summary['test_acc']:.2f}%{selected}, {summary['train_seconds']:.1f}s; "
+        f"results in {run_dir}"
+    )
+    return best_val_acc  # what a sweeper optimises: never a test figure (NaN without validation)
 
 
 def report_main() -> None:

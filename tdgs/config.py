@@ -8,6 +8,8 @@ from __future__ import annotations
 import inspect
 import typing
 from dataclasses import dataclass, field, make_dataclass
+from importlib.resources import files
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -16,14 +18,28 @@ from .data import DATASET_OPTIONS, DATASETS, load_dataset
 from .pooling import POOLERS, pooler_signature
 
 
+def _conf_dir() -> str:
+    """conf/, installed as the package tdgs.conf; or, for a source tree on PYTHONPATH that was never
+    installed (a GPU machine, say), the tree's own conf/ beside tdgs/."""
+    try:
+        return str(files("tdgs.conf"))
+    except ModuleNotFoundError:
+        return str(Path(__file__).resolve().parent.parent / "conf")
+
+
+CONF_DIR = _conf_dir()
+
+
 @dataclass
 class DatasetConfig:
     name: str = MISSING  # mnist | fashion_mnist | cifar10 | digits | synthetic
+    normalize: bool = False  # inputs normalised per channel by the training split's mean and std (else in [0, 1])
 
 
 def dataset_schema(name: str) -> type:
     """The schema of ``dataset=name``: the options of :func:`tdgs.data.load_dataset` it takes,
-    with their types and defaults (documented there), but ``root``: the paths group's data folder."""
+    with their types and defaults (documented there; ``val_size`` and ``split_seed``, the
+    validation split, are every dataset's), but ``root``: the paths group's data folder."""
     hints, parameters = typing.get_type_hints(load_dataset), inspect.signature(load_dataset).parameters
     defaults = {option: parameters[option].default for option in DATASET_OPTIONS[name]} | {"root": "${paths.data_dir}"}
     fields = [(option, hints[option], field(default=defaults[option])) for option in DATASET_OPTIONS[name]]
@@ -58,9 +74,18 @@ def pooler_schema(name: str) -> type:
 
 @dataclass
 class TrainerConfig:
+    """The defaults are the deck's recipe (``trainer=default``); ``trainer=modern`` is another."""
+
     epochs: int = 10  # passes over the training set
     batch_size: int = 64  # training batch size
-    lr: float = 1e-3  # Adam learning rate
+    optimizer: str = "adam"  # adam | adamw (decoupled weight decay) | sgd (momentum 0.9, Nesterov)
+    lr: float = 1e-3  # learning rate (the peak, after any warm-up)
+    weight_decay: float = 0.0  # on conv and linear weights only (not biases, norms or pooler parameters)
+    schedule: str = "constant"  # constant | cosine (to 0 at the last step), per step
+    warmup_epochs: int = 0  # linear warm-up of the learning rate over these first epochs (per step)
+    label_smoothing: float = 0.0  # of the training loss (evaluation losses are plain cross-entropy)
+    augment: str = "none"  # none | crop (random crop, zero padding 4 px at 32 px, 2 px below) | flip_crop (+ h-flip)
+    early_stopping_patience: int | None = None  # stop after this many epochs without a better val_acc; None: off
     theta_lr_scale: float = 1.0  # TDGS temperatures' (theta's) learning rate, as a multiple of lr
     eval_batch_size: int = 1000  # batch size for evaluation (no effect on results)
     progress: bool | None = None  # tqdm bars: None = only on a terminal

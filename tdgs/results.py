@@ -71,5 +71,7 @@ if __name__ == "__main__":  # python -m tdgs.results FOLDER: list the runs below
     import sys
 
     runs = list_runs(Path(sys.argv[1]))
-    columns = ["run", "dataset", "pooler", "status", "epochs_done", "test_acc", "train_seconds"]
-    print(runs[columns].to_string(index=False, float_format=lambda v: f"{v:.2f}") if len(runs) else "no runs")
+    columns = ["run", "dataset", "pooler", "status", "epochs_done", "best_val_acc", "test_acc_at_best_val", "test_acc",
+               "train_seconds"]  # fmt: skip
+    listing = runs.reindex(columns=columns)  # a summary.csv older than validation: empty columns
+    print(listing.to_string(index=False, float_format=lambda v: f"{v:.2f}") if len(runs) else "no runs")

@@ -1,6 +1,7 @@
-"""The training step: one Adam step of the CNN on one batch of the device-resident training set,
-in one of three precisions and three modes, with the epoch's totals kept on the device (no host
-sync per step).
+"""The training step: one optimizer step of the network on one batch of the device-resident
+training set (augmented and normalised on the device: :class:`tdgs.data.inputs.Inputs`; the
+learning rate of the step: :class:`tdgs.optim.LearningRates`), in one of three precisions and three
+modes, with the epoch's totals kept on the device (no host sync per step).
 
 Precisions (``trainer.precision``): ``32`` (float32), ``bf16-mixed`` and ``16-mixed``
 (``torch.autocast`` to bfloat16 / float16; 16-mixed adds a gradient scaler, whose overflowing
@@ -23,15 +24,16 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .data.inputs import Inputs
 from .errors import describe
-from .pooling import TDGSPool
+from .optim import LearningRates
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}  # autocast dtype
 MODES = ("none", "inductor", "graph")
 COMPILE_CHOICES = ("auto", *MODES)
-WARMUP_STEPS = 3  # eager steps before a graph is captured (cuDNN benchmarking, lazy Adam and scaler state)
+WARMUP_STEPS = 3  # eager steps before a graph is captured (cuDNN benchmarking, lazy optimizer and scaler state)
 CAPTURABLE_WARNING = (
     "This instance was constructed with capturable=True"  # torch's, for eager steps of a capturable Adam
 )
@@ -60,39 +62,6 @@ def uncaptured_steps_allowed():
         yield
 
 
-def parameter_groups(model: torch.nn.Module, lr: float, theta_lr_scale: float = 1.0) -> list[dict]:
-    """The optimizer's parameter groups: the TDGS temperatures' parameters (``theta``) learn at
-    ``lr * theta_lr_scale`` (``trainer.theta_lr_scale``), the rest at ``lr``; one group at scale 1."""
-    theta = [m.theta for m in model.modules() if isinstance(m, TDGSPool)]
-    if theta_lr_scale == 1 or not theta:
-        return [{"params": list(model.parameters()), "lr": lr}]
-    rest = [p for p in model.parameters() if all(p is not t for t in theta)]
-    return [{"params": rest, "lr": lr}, {"params": theta, "lr": lr * theta_lr_scale}]
-
-
-def make_adam(parameters, lr: float, *, device: torch.device, mode: str) -> torch.optim.Adam:
-    """Adam as the step needs it: fused on CUDA (one kernel for all parameters; with a gradient
-    scaler it unscales and skips inside that kernel, without a host sync), capturable as well in
-    graph mode (step counts on the device); torch's default (foreach) on the CPU."""
-    if device.type != "cuda":
-        return torch.optim.Adam(parameters, lr=lr)
-    return torch.optim.Adam(parameters, lr=lr, fused=True, capturable=mode == "graph")
-
-
-ADAM_IMPLEMENTATION = ("capturable", "fused", "foreach", "differentiable")  # how Adam runs, not what it learned
-
-
-def load_adam_state(optimizer: torch.optim.Adam, state: dict) -> None:
-    """Load a checkpoint's Adam state but keep this optimizer's implementation flags: a run resumed
-    on another device steps as :func:`make_adam` made it for this one (a CPU checkpoint's
-    ``capturable=False`` would otherwise stop CUDA graph capture on a GPU)."""
-    groups = [
-        {**saved, **{key: now[key] for key in ADAM_IMPLEMENTATION if key in now}}
-        for saved, now in zip(state["param_groups"], optimizer.param_groups)
-    ]
-    optimizer.load_state_dict({**state, "param_groups": groups})
-
-
 class StepTotals(NamedTuple):
     """An epoch's training totals over its counted (not skipped) steps."""
 
@@ -104,9 +73,10 @@ class StepTotals(NamedTuple):
 
 class TrainStep:
     """One training step on the batch ``images[index]``, ``labels[index]`` of a dataset held on
-    ``device`` (uint8 images, scaled to [0, 1] here): forward under autocast, cross-entropy,
-    backward (scaled by a ``GradScaler`` for 16-mixed), Adam step, and the epoch's totals
-    accumulated on the device; :meth:`take_totals` reads them (the one host sync of an epoch).
+    ``device`` (uint8 images, made the network's inputs here by ``inputs``): the step's learning
+    rate, forward under autocast, cross-entropy (with ``label_smoothing``), backward (scaled by a
+    ``GradScaler`` for 16-mixed), optimizer step, and the epoch's totals accumulated on the
+    device; :meth:`take_totals` reads them (the one host sync of an epoch).
 
     Only batches of ``batch_size`` take the compiled path (inductor, graph); another size (the
     last, partial batch of an epoch) runs eagerly on the same model, optimizer and scaler, so a
@@ -115,8 +85,10 @@ class TrainStep:
     Graph mode: the first ``WARMUP_STEPS`` full batches are ordinary training steps, run eagerly
     on a side stream; the next one is captured (capture records without running) and then
     replayed, and every later full batch is ``static_index.copy_(index)`` + ``graph.replay()``.
-    So a graph run trains on exactly the batches of an eager run, each once. If capture fails,
-    one warning, and the run goes on eagerly from that batch.
+    So a graph run trains on exactly the batches of an eager run, each once. The graph reads the
+    learning rates from device tensors set before each replay, and draws its augmentation (as
+    its poolers' noise) from the CUDA generator, which advances at every replay. If capture
+    fails, one warning, and the run goes on eagerly from that batch.
 
     16-mixed: a step whose loss is not finite, or whose gradients overflow (the scaler then skips
     the optimizer step and halves its scale), is skipped: its batch is left out of the totals and
@@ -124,13 +96,17 @@ class TrainStep:
 
     Args:
         model: the network (trained in place).
-        optimizer: Adam over ``model``'s parameters, from :func:`make_adam` with the same mode.
+        optimizer: over ``model``'s parameters, from :func:`tdgs.optim.make_optimizer` with the same mode.
         images: (N, C, H, W) uint8 training images on ``device``.
         labels: (N,) int64 labels on ``device``.
         batch_size: the full batch size.
         precision: a key of :data:`PRECISIONS`.
         mode: one of :data:`MODES` (resolved: not ``auto``).
         device: where everything lives.
+        inputs: uint8 batch -> network input (default: scaled to [0, 1], nothing else).
+        label_smoothing: of the training loss (``F.cross_entropy``'s).
+        learning_rates: each step's learning rates (default: the optimizer's own, constant).
+        first_step: the steps already trained (a resumed run's), where the schedule goes on.
     """
 
     def __init__(
@@ -144,6 +120,10 @@ class TrainStep:
         precision: str,
         mode: str,
         device: torch.device,
+        inputs: Inputs | None = None,
+        label_smoothing: float = 0.0,
+        learning_rates: LearningRates | None = None,
+        first_step: int = 0,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, but got {precision!r}")
@@ -154,6 +134,9 @@ class TrainStep:
         self.model, self.optimizer, self.images, self.labels = model, optimizer, images, labels
         self.batch_size = min(batch_size, len(labels))
         self.precision, self.mode, self.device = precision, mode, device
+        self.inputs, self.label_smoothing = inputs or Inputs(), label_smoothing
+        self.rates = learning_rates or LearningRates(optimizer)
+        self.steps_done = first_step
         self.scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
         self.compiled = torch.compile(model) if mode == "inductor" else None
         self.totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, correct, images, skipped steps
@@ -164,6 +147,9 @@ class TrainStep:
 
     def __call__(self, index: torch.Tensor) -> None:
         """Train on the batch ``index`` (a slice of the epoch's order, on the device)."""
+        if self.rates.varies:
+            self.rates.set(self.steps_done)
+        self.steps_done += 1
         if len(index) != self.batch_size or self.mode == "none":
             self.eager(index, self.model)
         elif self.mode == "inductor":
@@ -186,11 +172,11 @@ class TrainStep:
     def run(self, index: torch.Tensor, forward) -> None:
         """The step's work, run eagerly or recorded into the graph: gradients must be zeroed (or
         None) before it."""
-        x = self.images[index].float().div_(255)  # (b, C, H, W)
+        x = self.inputs(self.images[index], training=True)  # (b, C, H, W) float32
         y = self.labels[index]  # (b,)
         with autocast(self.precision, self.device):
             logits = forward(x)  # (b, classes)
-            loss = F.cross_entropy(logits, y)  # float32 under autocast too
+            loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)  # float32 under autocast too
         if self.scaler is None:
             loss.backward()
             self.optimizer.step()
@@ -220,7 +206,7 @@ class TrainStep:
 
     def warm_up(self, index: torch.Tensor) -> None:
         """A real training step, eagerly on the capture stream (as torch's recipe says), so that
-        cuDNN, cuBLAS, Adam's and the scaler's lazy state exist before capture."""
+        cuDNN, cuBLAS, the optimizer's and the scaler's lazy state exist before capture."""
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.stream):
             self.eager(index, self.model)

@@ -1,8 +1,9 @@
-"""The training run (the deck's protocol, docs/design.md): seed, load the data whole onto the
-device, build the network with the chosen pooler, train with Adam and cross-entropy (the step, its
-precision and compile mode: :mod:`tdgs.step`), evaluate every epoch, and write the run folder's
-files (:mod:`tdgs.results`). :func:`train` reads top to bottom: the run record, the set-up (and
-resume), the epochs."""
+"""The training run (by default the deck's protocol, docs/design.md): seed, load the data whole onto
+the device with a validation split held out, build the network with the chosen pooler, train with
+the recipe's optimizer, schedule and augmentation (the step, its precision and compile mode:
+:mod:`tdgs.step`), evaluate validation and test every epoch, keep the best-validation weights, stop
+early if asked, and write the run folder's files (:mod:`tdgs.results`). :func:`train` reads top to
+bottom: the run record, the set-up (and resume), the epochs."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,22 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from .checkpoint import CHECKPOINT, load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from .checkpoint import (
+    BEST,
+    CHECKPOINT,
+    best_epoch,
+    load_checkpoint,
+    rng_states,
+    save_best,
+    save_checkpoint,
+    set_rng_states,
+)
+from .config import TrainerConfig
 from .data import Splits, load_dataset
+from .data.inputs import Inputs, channel_stats
 from .errors import ConfigError, Interrupted, OutputError, TrainingDiverged, describe
 from .networks import build_model
+from .optim import LearningRates, load_optimizer_state, make_optimizer, parameter_groups
 from .pooling.base import WINDOW
 from .results import (
     CONFIG,
@@ -39,7 +52,7 @@ from .results import (
     write_csv_atomic,
     write_text_atomic,
 )
-from .step import TrainStep, autocast, load_adam_state, make_adam, parameter_groups, resolve_mode
+from .step import TrainStep, autocast, resolve_mode
 from .summaries import pooler_summary, temperature_table
 from .validate import resolve_device, validate
 
@@ -56,23 +69,24 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def batches(images: torch.Tensor, labels: torch.Tensor, size: int, order: torch.Tensor | None = None):
-    """(float images in [0, 1], labels) by index slices of ``order`` (default: in order)."""
-    count = len(labels)
-    for start in range(0, count, size):
-        index = order[start : start + size] if order is not None else slice(start, start + size)
-        yield images[index].float().div_(255), labels[index]  # (b, C, H, W), (b,)
-
-
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, precision: str = "32"
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    precision: str = "32",
+    inputs: Inputs | None = None,
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (percent) over a whole split, in evaluation mode, with the
-    training's autocast ``precision``."""
+    training's autocast ``precision`` and ``inputs`` (default: scaled to [0, 1]); NaN for an empty split."""
+    if not len(labels):
+        return math.nan, math.nan
+    inputs = inputs or Inputs()
     model.eval()
     loss_sum, correct = 0.0, 0
-    for x, y in batches(images, labels, batch_size):
+    for start in range(0, len(labels), batch_size):
+        x, y = inputs(images[start : start + batch_size], training=False), labels[start : start + batch_size]
         with autocast(precision, x.device):
             logits = model(x)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
@@ -105,19 +119,33 @@ def stop_requests():
             signal.signal(s, h)
 
 
+# trainer options a checkpoint's identity names only where they differ from the deck's recipe (the
+# defaults), so that checkpoints and config.yaml files written before an option existed still match
+TRAINER_DEFAULTS = {f.name: f.default for f in fields(TrainerConfig)}
+IDENTITY_IF_SET = ("precision", "theta_lr_scale", "optimizer", "weight_decay", "schedule", "warmup_epochs",
+                   "label_smoothing", "augment")  # fmt: skip
+
+
 def identity(cfg: DictConfig) -> dict:
-    """What must match for a checkpoint to be resumed: the data (not where it lives), the model, the pooler,
-    the optimisation and the seed; ``trainer.epochs`` may grow, and the compile mode and device
-    may change (they do not change what is computed)."""
+    """What must match for a checkpoint to be resumed: the data (not where it lives) and its
+    validation split and normalisation, the model, the pooler, the recipe and the seed;
+    ``trainer.epochs`` may grow (but for a cosine schedule, whose length it is), and the compile
+    mode, the device and the early stopping may change (they do not change what an epoch computes)."""
     dataset = {
         k: v
         for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items()
         if k not in ("root", "source", "download")
     }
+    if not dataset.get("val_size"):  # none held out, as before validation existed
+        dataset = {k: v for k, v in dataset.items() if k not in ("val_size", "split_seed")}
+    if not dataset.get("normalize"):
+        dataset.pop("normalize", None)
     trainer = {k: cfg.trainer[k] for k in ("batch_size", "lr", "deterministic")}
-    for key, default in (("precision", "32"), ("theta_lr_scale", 1.0)):  # only where set: older checkpoints match
-        if cfg.trainer.get(key, default) != default:  # absent from a config.yaml written before it existed
+    for key in IDENTITY_IF_SET:
+        if cfg.trainer.get(key, TRAINER_DEFAULTS[key]) != TRAINER_DEFAULTS[key]:  # absent from older config.yaml
             trainer[key] = cfg.trainer[key]
+    if cfg.trainer.get("schedule", "constant") != "constant":
+        trainer["epochs"] = cfg.trainer.epochs
     pooler = OmegaConf.to_container(cfg.pooler, resolve=True)
     return {
         "dataset": str(dataset),
@@ -130,14 +158,15 @@ def identity(cfg: DictConfig) -> dict:
 
 def completed_run(run_dir: Path, cfg: DictConfig) -> dict | None:
     """The summary of ``run_dir`` if it holds this configuration's run, completed with
-    ``trainer.epochs`` epochs, else None: the checkpoint says which configuration it is (another one
-    is refused), or, without checkpoints, the run's config.yaml."""
+    ``trainer.epochs`` epochs (or stopped early), else None: the checkpoint says which configuration
+    it is (another one is refused), or, without checkpoints, the run's config.yaml."""
     summary = pd.read_csv(run_dir / SUMMARY).iloc[0].to_dict() if run_status(run_dir) == "completed" else None
-    if summary is None or summary.get("epochs_done") != cfg.trainer.epochs:
+    stopped = summary is not None and summary.get("stopped_early") is True
+    if summary is None or (summary.get("epochs_done") != cfg.trainer.epochs and not stopped):
         return None
     state = load_checkpoint(run_dir, identity(cfg))
     if state is not None:
-        return summary if state["epoch"] == cfg.trainer.epochs else None
+        return summary if state["epoch"] == summary["epochs_done"] else None
     saved = run_dir / CONFIG  # checkpoints deleted (or not copied) to save space: the run's own config says
     return summary if saved.is_file() and identity(OmegaConf.load(saved)) == identity(cfg) else None
 
@@ -147,7 +176,9 @@ def wants_resume(cfg: DictConfig) -> bool:
     return bool(cfg.resume) or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
 
 
-TRAINER_COLUMNS = ("lr", "batch_size", "theta_lr_scale")  # the optimisation, as summary.csv columns
+# the recipe, as summary.csv columns
+TRAINER_COLUMNS = ("optimizer", "lr", "batch_size", "weight_decay", "schedule", "warmup_epochs", "label_smoothing",
+                   "augment", "early_stopping_patience", "theta_lr_scale")  # fmt: skip
 SUMMARY_KEPT = ("epochs_done", "test_acc", "best_test_acc", "best_epoch", "train_loss", "train_seconds")  # checkpointed
 
 
@@ -160,10 +191,19 @@ def new_summary(cfg: DictConfig) -> dict:
         "seed": cfg.seed,
         "epochs": cfg.trainer.epochs,
         **{k: cfg.trainer[k] for k in TRAINER_COLUMNS},
+        "normalize_inputs": cfg.dataset.normalize,  # dataset.normalize ("normalize" is TDGS's option)
+        "split_seed": cfg.dataset.split_seed,
+        "train_size": 0,  # images trained on
+        "val_size": 0,  # images held out for validation
         "epochs_done": 0,
         "test_acc": math.nan,
-        "best_test_acc": math.nan,
+        "best_test_acc": math.nan,  # chosen on the test set: for reference, never for selection
         "best_epoch": 0,
+        "val_acc": math.nan,
+        "best_val_acc": math.nan,
+        "best_val_epoch": math.nan,
+        "test_acc_at_best_val": math.nan,  # the run's selected result
+        "stopped_early": False,
         "train_loss": math.nan,
         "train_seconds": 0.0,
         "data_seconds": 0.0,
@@ -206,6 +246,7 @@ class Run:
     """What a run trains: data on the device, network, optimizer, step, and where it starts."""
 
     data: Splits
+    inputs: Inputs  # uint8 batches -> network inputs (normalisation, augmentation)
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     step: TrainStep
@@ -229,18 +270,26 @@ def set_up(cfg: DictConfig, summary: dict) -> Run:
             torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = not trainer.deterministic
     start = time.perf_counter()
-    data: Splits = load_dataset(**OmegaConf.to_container(cfg.dataset, resolve=True)).to(device)
+    options = OmegaConf.to_container(cfg.dataset, resolve=True)
+    normalize = options.pop("normalize")
+    data: Splits = load_dataset(**options).to(device)
     summary["data_seconds"] = time.perf_counter() - start
+    summary.update(train_size=len(data.train_labels), val_size=len(data.val_labels))
+    mean, std = channel_stats(data.train_images) if normalize else (None, None)
+    inputs = Inputs(mean=mean, std=std, augment=trainer.augment, side=data.image_shape[1])
     options = {k: v for k, v in pooler_columns(cfg).items() if k != "pooler" and v is not None}
     model = build_model(cfg.model.name, cfg.pooler.name, data.image_shape, data.num_classes, **options).to(device)
-    groups = parameter_groups(model, trainer.lr, trainer.theta_lr_scale)
-    optimizer = make_adam(groups, trainer.lr, device=device, mode=mode)
+    groups = parameter_groups(model, trainer.lr, trainer.theta_lr_scale, trainer.weight_decay)
+    optimizer = make_optimizer(groups, trainer.optimizer, lr=trainer.lr, device=device, mode=mode)
+    steps = math.ceil(len(data.train_labels) / trainer.batch_size)  # per epoch
+    rates = LearningRates(optimizer, trainer.schedule, trainer.warmup_epochs * steps, trainer.epochs * steps)
     step = TrainStep(
         model, optimizer, data.train_images, data.train_labels,
         batch_size=trainer.batch_size, precision=trainer.precision, mode=mode, device=device,
+        inputs=inputs, label_smoothing=trainer.label_smoothing, learning_rates=rates,
     )  # fmt: skip
-    probe = data.test_images[: trainer.probe_size].float().div(255)
-    return Run(data, model, optimizer, step, probe, metrics=[], initial_temperatures=temperature_table(model))
+    probe = inputs(data.test_images[: trainer.probe_size], training=False)
+    return Run(data, inputs, model, optimizer, step, probe, metrics=[], initial_temperatures=temperature_table(model))
 
 
 def resume(run: Run, cfg: DictConfig, run_dir: Path, summary: dict) -> None:
@@ -255,18 +304,73 @@ def resume(run: Run, cfg: DictConfig, run_dir: Path, summary: dict) -> None:
             f"resuming needs trainer.epochs >= {state['epoch']}"
         )
     run.model.load_state_dict(state["model"])
-    load_adam_state(run.optimizer, state["optimizer"])  # flags of this device's Adam, state of the checkpoint's
+    load_optimizer_state(run.optimizer, state["optimizer"])  # this device's implementation, the checkpoint's state
     if run.step.scaler is not None and state.get("scaler"):  # checkpoints without one: a fresh scaler
         run.step.scaler.load_state_dict(state["scaler"])
     set_rng_states(state["rng"])
     run.metrics, run.first_epoch = list(state["metrics"]), state["epoch"] + 1
+    run.step.steps_done = state["epoch"] * math.ceil(len(run.data.train_labels) / cfg.trainer.batch_size)
     summary.update(state["summary"])
+    summary.update(best_validation(run.metrics))
     write_csv_atomic(run_dir / METRICS, run.metrics)  # exactly the finished epochs
+    keep_best_consistent(run, state["epoch"], run_dir, summary)
     log.info(f"resume: continuing {run_dir} after epoch {state['epoch']}")
 
 
+def keep_best_consistent(run: Run, epoch: int, run_dir: Path, summary: dict) -> None:
+    """After a resume from ``epoch``: checkpoint_best.pt must hold the best validation epoch so far.
+    A run stopped between writing an epoch's checkpoint and its new best weights left the older
+    best there: the resumed weights are the best ones then, so they are written."""
+    best = summary["best_val_epoch"]
+    if math.isnan(best) or best_epoch(run_dir) == best:
+        return
+    if best == epoch:
+        save_best(run_dir, best_state(run, run.metrics[-1]))
+    else:
+        log.warning(f"{run_dir / BEST} does not hold the best validation epoch {best} (resumed after epoch {epoch})")
+
+
+def best_state(run: Run, row: dict) -> dict:
+    """checkpoint_best.pt's contents: the epoch, its weights and accuracies, the inputs it expects."""
+    normalization = {} if run.inputs.mean is None else {"mean": run.inputs.mean.cpu(), "std": run.inputs.std.cpu()}
+    return {
+        "epoch": row["epoch"],
+        "model": run.model.state_dict(),
+        "val_acc": row["val_acc"],
+        "test_acc": row["test_acc"],
+        "inputs": normalization,  # per-channel mean and std of [0, 1] inputs, when dataset.normalize
+    }
+
+
+def best_validation(metrics: list[dict]) -> dict:
+    """The summary's validation columns: the last epoch's ``val_acc``, and the epoch with the best
+    validation accuracy (the earliest on ties) with its test accuracy; NaN without validation."""
+    scored = [r for r in metrics if not math.isnan(r.get("val_acc", math.nan))]
+    if not scored:
+        return {
+            "val_acc": math.nan,
+            "best_val_acc": math.nan,
+            "best_val_epoch": math.nan,
+            "test_acc_at_best_val": math.nan,
+        }
+    best = max(scored, key=lambda r: r["val_acc"])  # max keeps the first of equals
+    return {
+        "val_acc": metrics[-1].get("val_acc", math.nan),
+        "best_val_acc": best["val_acc"],
+        "best_val_epoch": best["epoch"],
+        "test_acc_at_best_val": best["test_acc"],
+    }
+
+
+def patience_exhausted(metrics: list[dict], patience: int | None) -> bool:
+    """Whether ``patience`` epochs have passed since the best validation accuracy (early stopping)."""
+    best = best_validation(metrics)["best_val_epoch"] if metrics else math.nan
+    return patience is not None and not math.isnan(best) and metrics[-1]["epoch"] - best >= patience
+
+
 def run_epoch(run: Run, epoch: int, trainer: DictConfig, stop: list[int], progress: bool) -> dict:
-    """Train one epoch over a fresh permutation, then evaluate: the epoch's metrics.csv row.
+    """Train one epoch over a fresh permutation, then evaluate validation and test: the epoch's
+    metrics.csv row (``lr``: the network's learning rate at the epoch's last step).
     Raises Interrupted at the first step after a stop request, TrainingDiverged for a loss that is
     not finite over the epoch's counted steps (a skipped 16-mixed step is no divergence)."""
     start = time.perf_counter()
@@ -284,16 +388,18 @@ def run_epoch(run: Run, epoch: int, trainer: DictConfig, stop: list[int], progre
             f"the training loss became {train_loss} in epoch {epoch}{skipped}; stopped, keeping the "
             f"{epoch - 1} finished epoch(s) (try a smaller trainer.lr)"
         )
-    data = run.data
-    test_loss, test_acc = evaluate(
-        run.model, data.test_images, data.test_labels, trainer.eval_batch_size, trainer.precision
-    )
+    data, evaluation = run.data, (trainer.eval_batch_size, trainer.precision, run.inputs)
+    val_loss, val_acc = evaluate(run.model, data.val_images, data.val_labels, *evaluation)
+    test_loss, test_acc = evaluate(run.model, data.test_images, data.test_labels, *evaluation)
     return {
         "epoch": epoch,
         "train_loss": train_loss,
         "train_acc": 100.0 * totals.correct / totals.images if totals.images else math.nan,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
         "test_loss": test_loss,
         "test_acc": test_acc,
+        "lr": float(run.optimizer.param_groups[0]["lr"]),  # the network's (a tensor in graph mode)
         "seconds": time.perf_counter() - start,
         "skipped_steps": totals.skipped_steps,
         **pooler_summary(run.model, run.probe),
@@ -301,7 +407,8 @@ def run_epoch(run: Run, epoch: int, trainer: DictConfig, stop: list[int], progre
 
 
 def record_epoch(run: Run, row: dict, cfg: DictConfig, run_dir: Path, summary: dict) -> None:
-    """Add the epoch to metrics.csv and the summary, checkpoint, and log it."""
+    """Add the epoch to metrics.csv and the summary, checkpoint (and the best-validation weights,
+    after the checkpoint: see :func:`keep_best_consistent`), and log it."""
     run.metrics.append(row)
     best = max(run.metrics, key=lambda r: r["test_acc"])
     summary.update(
@@ -312,6 +419,7 @@ def record_epoch(run: Run, row: dict, cfg: DictConfig, run_dir: Path, summary: d
         train_loss=row["train_loss"],
         train_seconds=summary["train_seconds"] + row["seconds"],
         compile=run.step.mode,  # none if graph capture failed
+        **best_validation(run.metrics),
     )
     write_csv_atomic(run_dir / METRICS, run.metrics)
     state = {
@@ -325,9 +433,12 @@ def record_epoch(run: Run, row: dict, cfg: DictConfig, run_dir: Path, summary: d
         "identity": identity(cfg),
     }
     save_checkpoint(run_dir, state)
+    if summary["best_val_epoch"] == row["epoch"]:
+        save_best(run_dir, best_state(run, row))
+    validation = "" if math.isnan(row["val_acc"]) else f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2f}% | "
     log.info(
         f"epoch {row['epoch']}/{cfg.trainer.epochs}: "
-        f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}% | "
+        f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}% | {validation}"
         f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.2f}% | {row['seconds']:.1f}s"
     )
 
@@ -357,13 +468,18 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
         data = run.data
         log.info(
-            f"{cfg.dataset.name} ({len(data.train_labels)} train / {len(data.test_labels)} test, "
+            f"{cfg.dataset.name} ({len(data.train_labels)} train / {len(data.val_labels)} validation / "
+            f"{len(data.test_labels)} test, "
             f"{'x'.join(map(str, data.image_shape))}), {cfg.model.name} with pooler {cfg.pooler.name}, "
             f"seed {cfg.seed}, {summary['device']}; results in {run_dir}"
         )
         progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty()
         with stop_requests() as stop:
             for epoch in range(run.first_epoch, cfg.trainer.epochs + 1):
+                if patience_exhausted(run.metrics, cfg.trainer.early_stopping_patience):
+                    summary["stopped_early"] = True
+                    log.info(f"early stop: no better validation accuracy since epoch {summary['best_val_epoch']}")
+                    break
                 record_epoch(run, run_epoch(run, epoch, cfg.trainer, stop, progress), cfg, run_dir, summary)
         if cfg.pooler.name == "tdgs":  # the model is built as at the start (same seed) before a resume loads it
             initial = run.initial_temperatures.temperature.to_numpy()

@@ -3,6 +3,7 @@ whose message is one line naming the key, the bad value and what is allowed."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from functools import partial
@@ -11,8 +12,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from .data.augment import AUGMENTS
+from .data.splits import check_val_size
 from .errors import ConfigError
 from .networks import pooler_options_for
+from .optim import OPTIMIZERS, SCHEDULES
 from .pooling import create_pooler
 from .pooling.checks import check_choice, check_positive_float, check_positive_int
 from .step import COMPILE_CHOICES, PRECISIONS
@@ -49,12 +53,28 @@ def check_model(model: DictConfig, pooler: DictConfig) -> None:
 def check_trainer(trainer: DictConfig) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "probe_size"):
         _check(check_positive_int, f"trainer.{key}", trainer[key])
-    if trainer.threads is not None:
-        _check(check_positive_int, "trainer.threads", trainer.threads)
+    for key in ("threads", "early_stopping_patience"):
+        if trainer[key] is not None:
+            _check(check_positive_int, f"trainer.{key}", trainer[key])
     for key in ("lr", "theta_lr_scale"):
         _check(check_positive_float, f"trainer.{key}", trainer[key])
-    _check(partial(check_choice, allowed=tuple(PRECISIONS)), "trainer.precision", trainer.precision)
-    _check(partial(check_choice, allowed=COMPILE_CHOICES), "trainer.compile", trainer.compile)
+    for key, allowed in (
+        ("precision", tuple(PRECISIONS)),
+        ("compile", COMPILE_CHOICES),
+        ("optimizer", OPTIMIZERS),
+        ("schedule", SCHEDULES),
+        ("augment", AUGMENTS),
+    ):
+        _check(partial(check_choice, allowed=allowed), f"trainer.{key}", trainer[key])
+    if not (math.isfinite(trainer.weight_decay) and trainer.weight_decay >= 0):
+        raise ConfigError(f"trainer.weight_decay must be a finite number >= 0, but got {trainer.weight_decay}")
+    if not 0 <= trainer.label_smoothing < 1:
+        raise ConfigError(f"trainer.label_smoothing must be in [0, 1), but got {trainer.label_smoothing}")
+    if not 0 <= trainer.warmup_epochs < trainer.epochs:
+        raise ConfigError(
+            f"trainer.warmup_epochs must be from 0 to trainer.epochs - 1 = {trainer.epochs - 1}, "
+            f"but got {trainer.warmup_epochs}"
+        )
 
 
 def check_device(device: str) -> None:
@@ -99,6 +119,7 @@ def check_step(trainer: DictConfig, device: torch.device) -> None:
 
 
 def check_dataset(dataset: DictConfig) -> None:
+    check_val_size(dataset.val_size)  # a count larger than the training set: when the data is split
     source = dataset.get("source")
     if source is not None:
         path = Path(source)
@@ -127,3 +148,8 @@ def validate(cfg: DictConfig) -> None:
     check_device(cfg.device)
     check_step(cfg.trainer, resolve_device(cfg.device))
     check_dataset(cfg.dataset)
+    if cfg.trainer.early_stopping_patience is not None and cfg.dataset.val_size == 0:
+        raise ConfigError(
+            f"trainer.early_stopping_patience={cfg.trainer.early_stopping_patience} stops on the validation "
+            "accuracy, but dataset.val_size=0 holds none out; set dataset.val_size (e.g. 0.1) or leave it off"
+        )

@@ -25,7 +25,7 @@ def test_defaults_follow_the_deck():
 @pytest.mark.parametrize("name", DATASETS)
 def test_every_dataset_composes_with_its_own_fields_only(name):
     cfg = compose_config(f"dataset={name}")
-    fields = set(cfg.dataset) - {"name"}
+    fields = set(cfg.dataset) - {"name", "normalize"}  # normalize: the inputs' (every dataset's), not the loader's
     assert cfg.dataset.name == name and fields <= set(inspect.signature(load_dataset).parameters)
     used = {
         "mnist": {"root", "download", "source"},
@@ -34,7 +34,7 @@ def test_every_dataset_composes_with_its_own_fields_only(name):
         "digits": {"seed"},
         "synthetic": {"geometry", "train_size", "test_size", "seed"},
     }
-    assert fields == used[name]
+    assert fields == used[name] | {"val_size", "split_seed"}  # the validation split: every dataset's
     for other in set().union(*used.values()) - used[name]:  # another dataset's field is refused
         with pytest.raises(ConfigCompositionException):
             compose_config(f"dataset={name}", f"dataset.{other}=1")
@@ -87,6 +87,12 @@ def test_paths_and_trainer_groups():
 @pytest.mark.parametrize("group", ["dataset", "pooler", "model", "trainer", "paths"])
 def test_group_files_hold_only_what_differs_from_their_schema(group):
     """Defaults are written once (the modules' signatures, load_dataset's, the schemas in
-    tdgs/config.py): a group's file names its schema and, at most, the option's name."""
+    tdgs/config.py): a group's file names its schema and, at most, the option's name; a recipe
+    (trainer=modern) only the values it changes."""
     for path in (Path(CONF_DIR) / group).glob("*.yaml"):
-        assert set(yaml.safe_load(path.read_text())) <= {"defaults", "name"}, path
+        values = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k not in ("defaults", "name")}
+        if (group, path.stem) == ("trainer", "modern"):
+            defaults = compose_config().trainer
+            assert values and all(defaults[k] != v for k, v in values.items()), path
+        else:
+            assert not values, path

@@ -53,14 +53,14 @@ def _check_idx(splits, arrays):
 @pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
 def test_idx_files_in_the_data_dir(tmp_path, name, folder, gz):
     arrays = make_idx_folder(tmp_path / folder / "raw", gz)
-    _check_idx(load_dataset(name, root=str(tmp_path), download=False), arrays)
+    _check_idx(load_dataset(name, root=str(tmp_path), download=False, val_size=0), arrays)
     assert all((tmp_path / folder / "raw" / f).is_file() for f in IDX_FILES)  # extracted
 
 
 @pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
 def test_idx_files_from_a_source_folder(tmp_path, gz):
     arrays = make_idx_folder(tmp_path / "elsewhere", gz)
-    splits = load_dataset("fashion_mnist", root=str(tmp_path / "data"), source=str(tmp_path / "elsewhere"))
+    splits = load_dataset("fashion_mnist", root=str(tmp_path / "data"), source=str(tmp_path / "elsewhere"), val_size=0)
     _check_idx(splits, arrays)
 
 
@@ -147,14 +147,14 @@ def _check_cifar(splits, batches):
 
 def test_cifar_batches(tmp_path):
     batches = make_cifar_folder(tmp_path / CIFAR_FOLDER)
-    _check_cifar(load_dataset("cifar10", root=str(tmp_path), download=False), batches)
+    _check_cifar(load_dataset("cifar10", root=str(tmp_path), download=False, val_size=0), batches)
 
 
 def test_cifar_archive_is_extracted(tmp_path):
     batches = make_cifar_folder(tmp_path / "build" / CIFAR_FOLDER)
     with tarfile.open(tmp_path / "cifar-10-python.tar.gz", "w:gz") as tar:
         tar.add(tmp_path / "build" / CIFAR_FOLDER, arcname=CIFAR_FOLDER)
-    _check_cifar(load_dataset("cifar10", root=str(tmp_path), download=False), batches)
+    _check_cifar(load_dataset("cifar10", root=str(tmp_path), download=False, val_size=0), batches)
 
 
 def test_cifar_missing_offline(tmp_path):
@@ -170,20 +170,20 @@ def test_cifar_corrupt_batch(tmp_path):
 
 
 def test_digits_split_is_fixed_and_stratified():
-    first, second = load_dataset("digits"), load_dataset("digits")
+    first, second = load_dataset("digits", val_size=0), load_dataset("digits", val_size=0)
     assert first.train_images.shape == (1437, 1, 28, 28) and first.test_images.shape == (360, 1, 28, 28)
     assert torch.equal(first.test_images, second.test_images)
     shares = first.test_labels.bincount() / 360
     assert (shares - 0.1).abs().max() < 0.01
     assert first.train_images.max() == 255 and first.train_images.min() == 0
-    assert not torch.equal(load_dataset("digits", seed=1).test_labels, first.test_labels)
+    assert not torch.equal(load_dataset("digits", seed=1, val_size=0).test_labels, first.test_labels)
 
 
 @pytest.mark.parametrize("geometry,shape", [("mnist", (1, 28, 28)), ("cifar", (3, 32, 32))])
 def test_synthetic_is_deterministic_per_seed(geometry, shape):
-    a = load_dataset("synthetic", geometry=geometry, train_size=50, test_size=20, seed=3)
-    b = load_dataset("synthetic", geometry=geometry, train_size=50, test_size=20, seed=3)
-    c = load_dataset("synthetic", geometry=geometry, train_size=50, test_size=20, seed=4)
+    a = load_dataset("synthetic", geometry=geometry, train_size=50, test_size=20, seed=3, val_size=0)
+    b = load_dataset("synthetic", geometry=geometry, train_size=50, test_size=20, seed=3, val_size=0)
+    c = load_dataset("synthetic", geometry=geometry, train_size=50, test_size=20, seed=4, val_size=0)
     assert a.image_shape == shape and len(a.train_labels) == 50 and len(a.test_labels) == 20
     assert torch.equal(a.train_images, b.train_images) and torch.equal(a.test_labels, b.test_labels)
     assert not torch.equal(a.train_images, c.train_images)

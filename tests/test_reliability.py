@@ -51,6 +51,31 @@ BAD_INPUTS = [
     ),
     (["device=gpu"], "device must be auto, cpu, cuda or cuda:N, but got 'gpu'"),
     (
+        ["dataset.val_size=1.5"],
+        "dataset.val_size must be a fraction in [0, 1) or a whole number of images, but got 1.5",
+    ),
+    (
+        ["dataset.val_size=1437"],
+        "dataset.val_size=1437 images, but the training set has only 1437; hold out fewer (a count below 1437, "
+        "or a fraction)",
+    ),
+    (
+        ["dataset=synthetic", "dataset.train_size=10", "dataset.val_size=9"],
+        "dataset.val_size=9.0 leaves class 0 without training images (1 images, 1 held out); hold out fewer",
+    ),
+    (["trainer.optimizer=lion"], "trainer.optimizer must be one of 'adam', 'adamw', 'sgd', but got 'lion'"),
+    (["trainer.schedule=linear"], "trainer.schedule must be one of 'constant', 'cosine', but got 'linear'"),
+    (["trainer.augment=mixup"], "trainer.augment must be one of 'none', 'crop', 'flip_crop', but got 'mixup'"),
+    (["trainer.warmup_epochs=10"], "trainer.warmup_epochs must be from 0 to trainer.epochs - 1 = 9, but got 10"),
+    (["trainer.weight_decay=-0.1"], "trainer.weight_decay must be a finite number >= 0, but got -0.1"),
+    (["trainer.label_smoothing=-0.1"], "trainer.label_smoothing must be in [0, 1), but got -0.1"),
+    (["trainer.early_stopping_patience=0"], "trainer.early_stopping_patience must be a positive integer, but got 0"),
+    (
+        ["dataset.val_size=0", "trainer.early_stopping_patience=3"],
+        "trainer.early_stopping_patience=3 stops on the validation accuracy, but dataset.val_size=0 holds none out; "
+        "set dataset.val_size (e.g. 0.1) or leave it off",
+    ),
+    (
         ["model=resnet18", "pooler.kernel_size=3"],
         "pooler.kernel_size=3 sets the deck CNN's pools only; model=resnet18 keeps the windows of its own pools",
     ),
@@ -109,7 +134,10 @@ def _final_state(run: Path):
 
 
 def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path):
-    args = [*SMALL, "pooler=tdgs", "trainer.epochs=4", "trainer.deterministic=true"]
+    """With the modern recipe (cosine after a warm-up, AdamW, label smoothing) and crops and flips:
+    the schedule and the augmentation's draws go on where they were."""
+    args = [*SMALL, "pooler=tdgs", "trainer=modern", "trainer.epochs=4", "trainer.augment=flip_crop"]
+    args += ["dataset.normalize=true", "trainer.deterministic=true"]
     assert run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path).returncode == 0
     killed = tmp_path / "killed"
     process = run_train(*args, f"hydra.run.dir={killed}", cwd=tmp_path, wait=False)
@@ -124,8 +152,12 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path):
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     pd.testing.assert_frame_equal(metrics_a, metrics_b)  # every epoch once, same numbers
-    assert metrics_b.epoch.tolist() == [1, 2, 3, 4]
+    assert metrics_b.epoch.tolist() == [1, 2, 3, 4] and metrics_b.lr.is_monotonic_decreasing
     assert pd.read_csv(killed / "summary.csv").status[0] == "completed"
+    best_a, best_b = (torch.load(run / "checkpoint_best.pt", weights_only=True) for run in (tmp_path / "whole", killed))
+    assert best_a["epoch"] == best_b["epoch"] and all(
+        torch.equal(best_a["model"][k], best_b["model"][k]) for k in best_a["model"]
+    )
     temperatures = pd.read_csv(killed / "temperatures.csv")  # the initial draw too, though resumed
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "whole" / "temperatures.csv"), temperatures)
     assert not temperatures.initial.equals(temperatures.temperature)

@@ -153,8 +153,9 @@ def test_report_writes_every_table_and_figure(sweep, tmp_path):
     tdgs = deck.set_index("pooler").loc["tdgs"]
     runs = collect([sweep]).summaries
     default = (runs.t0.fillna(1.0) == 1.0) & (runs.theta_lr_scale == 1.0)
-    accs = {p: runs[(runs.pooler == p) & default].test_acc.to_numpy() for p in ("max", "tdgs")}
-    assert tdgs["diff"] == pytest.approx(accs["tdgs"].mean() - accs["max"].mean())
+    accs = {p: runs[(runs.pooler == p) & default].test_acc_at_best_val.to_numpy() for p in ("max", "tdgs")}
+    assert tdgs["diff"] == pytest.approx(accs["tdgs"].mean() - accs["max"].mean())  # selected on validation
+    assert "*Test accuracy at each run's best validation epoch" in report and "final epoch's test accuracy" in report
     t_init = pd.read_csv(out / "temperature_init.csv")
     assert sorted(t_init.t0) == [0.5, 1.0] and t_init.best.sum() >= 1
     t_lr = pd.read_csv(out / "temperature_lr.csv")
@@ -165,8 +166,8 @@ def test_report_writes_every_table_and_figure(sweep, tmp_path):
     moved = temps.groupby("theta_lr_scale").share_moved.mean()
     assert moved[1.0] < 0.05 < 0.5 < moved[100.0]  # T barely moves at the network's rate, a lot at 100x
     assert len(pd.read_csv(out / "problems.csv")) == 4
-    figures = ("training_curves.png", "accuracy_vs_t0.png", "temperatures_synthetic_2ep.png")
-    for figure in (*figures, "temperature_trajectory_synthetic_2ep.png"):
+    figures = ("training_curves.png", "accuracy_vs_t0.png", "temperatures_synthetic_2ep_val26of256.png")
+    for figure in (*figures, "temperature_trajectory_synthetic_2ep_val26of256.png"):
         assert (out / figure).stat().st_size > 10_000
 
 
@@ -261,3 +262,56 @@ def test_the_ablation_compares_each_combination_with_tdgs_defaults(tmp_path):
     expected = stats.ttest_ind(accuracy["none", "sample"], accuracy["l2", "expectation"], equal_var=False)
     assert other["diff"] == pytest.approx(94.1666666 - 91.0) and other["p"] == pytest.approx(expected.pvalue)
     assert other["best"] and not rows.loc[("l2", "expectation"), "best"] and "**best**" in text
+
+
+def _write_run(folder, **summary):
+    folder.mkdir(parents=True)
+    row = {"dataset": "mnist", "pooler": "tdgs", "t0": 1.0, "seed": 0, "epochs": 10, "status": "completed"} | summary
+    pd.DataFrame([row]).to_csv(folder / "summary.csv", index=False)
+    pd.DataFrame([{"epoch": 10, "test_acc": row["test_acc"]}]).to_csv(folder / "metrics.csv", index=False)
+    pd.DataFrame([{"layer": 1, "channel": 0, "row": 0, "col": 0, "temperature": 1.0}]).to_csv(
+        folder / "temperatures.csv", index=False
+    )
+
+
+def test_best_marks_are_chosen_on_validation_and_say_so_without_it(tmp_path):
+    """t0 = 0.5 wins on test, t0 = 2 on validation: with a validation split the mark goes to 2;
+    runs without one (older runs, val_size=0) are a setting of their own, marked by test accuracy."""
+    split = {"val_size": 100, "train_size": 900}
+    for seed in range(2):
+        for t0, test, val in ((0.5, 95.0, 80.0), (2.0, 90.0, 85.0)):
+            _write_run(tmp_path / "val" / f"{t0}_{seed}", t0=t0, seed=seed, test_acc=test + seed, **split,
+                       test_acc_at_best_val=test - 1 + seed, best_val_acc=val + seed, val_acc=val)  # fmt: skip
+            _write_run(tmp_path / "old" / f"{t0}_{seed}", t0=t0, seed=seed, test_acc=test + seed)
+    from tdgs.report.tables import temperature_init_table
+
+    numbers, text = temperature_init_table(collect([tmp_path]))
+    rows = numbers.set_index(["validation", "t0"])
+    assert rows.loc[("val 100 of 1000", 2.0), "best"] and not rows.loc[("val 100 of 1000", 0.5), "best"]
+    assert rows.loc[("no validation", 0.5), "best"] and rows.loc[("no validation", 0.5), "selected_by"] == "test"
+    assert "95.50 ± 0.71 (2) **best** (by test accuracy, no validation split)" in text
+    assert "90.50 ± 0.71 (2) **best** |" in text  # by validation: the plain mark
+    assert text.startswith("*Final-epoch test accuracy (not every run has a validation split)")
+    numbers, text = temperature_init_table(collect([tmp_path / "val"]))
+    assert text.startswith("*Test accuracy at each run's best validation epoch")
+    assert numbers.best.tolist() == [False, True] and numbers["mean"].tolist() == [94.5, 89.5]  # the selected epochs
+    numbers, text = temperature_init_table(collect([tmp_path / "val"]), "final")
+    assert text.startswith("*Final-epoch test accuracy,") and numbers["mean"].tolist() == [95.5, 90.5]
+    assert numbers.best.tolist() == [False, True]  # still chosen on validation (the final epoch's)
+
+
+def test_recipes_and_validation_splits_are_never_pooled(tmp_path):
+    modern = {"optimizer": "adamw", "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1,
+              "label_smoothing": 0.1, "augment": "crop"}  # fmt: skip
+    kinds = {"deck": {}, "modern": modern, "modern_lr": modern | {"lr": 0.01}, "normalized": {"normalize_inputs": True}}
+    for name, recipe in kinds.items():
+        for seed in range(2):
+            _write_run(tmp_path / name / str(seed), pooler="max", seed=seed, test_acc=90.0 + seed, **recipe)
+    runs = collect([tmp_path])
+    assert sorted(set(runs.summaries.recipe)) == [
+        "default", "default + normalized inputs", "modern", "modern + lr=0.01"
+    ]  # fmt: skip
+    from tdgs.report.tables import all_poolers_table
+
+    numbers, _ = all_poolers_table(runs)
+    assert len(numbers) == 4 and (numbers.n == 2).all()

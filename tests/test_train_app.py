@@ -100,4 +100,4 @@ def test_help_introduces_tdgs_train_with_the_readme_examples_and_each_dataset_it
     )
     assert "schema" not in groups
     digits = yaml.safe_load(shown.stdout.split("key=value ==")[1].split("\n\n")[0])["dataset"]
-    assert digits == {"name": "digits", "seed": 0}
+    assert digits == {"name": "digits", "normalize": False, "seed": 0, "val_size": 0.1, "split_seed": 0}

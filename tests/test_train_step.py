@@ -17,7 +17,8 @@ from test_reliability import assert_refused_in_one_line, run_train
 import tdgs.step
 from tdgs.model import PoolingCNN
 from tdgs.networks import build_model
-from tdgs.step import COMPILE_CHOICES, PRECISIONS, TrainStep, load_adam_state, make_adam, parameter_groups, resolve_mode
+from tdgs.optim import load_optimizer_state, make_optimizer, parameter_groups
+from tdgs.step import COMPILE_CHOICES, PRECISIONS, TrainStep, resolve_mode
 from tdgs.train import TrainingDiverged, identity, train
 from tdgs.validate import ConfigError, validate
 
@@ -27,6 +28,7 @@ EASY = [
     "dataset=synthetic",
     "dataset.train_size=512",
     "dataset.test_size=256",
+    "dataset.val_size=0",
     "trainer.epochs=4",
     "trainer.lr=0.01",
     "pooler=max",
@@ -48,7 +50,7 @@ def _data(count=200, seed=0):
 
 
 def _step(model, images, labels, *, precision="32", mode="none", device=CPU, batch_size=64):
-    optimizer = make_adam(model.parameters(), 1e-3, device=device, mode=mode)
+    optimizer = make_optimizer(model.parameters(), lr=1e-3, device=device, mode=mode)
     return TrainStep(
         model, optimizer, images, labels, batch_size=batch_size, precision=precision, mode=mode, device=device
     )
@@ -254,7 +256,7 @@ def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch, device):
 def test_adam_is_fused_on_cuda_and_capturable_in_graph_mode():
     model = PoolingCNN("max", (1, 28, 28), 10).cuda()
     for mode in ("none", "inductor", "graph"):
-        group = make_adam(model.parameters(), 1e-3, device=torch.device("cuda"), mode=mode).param_groups[0]
+        group = make_optimizer(model.parameters(), lr=1e-3, device=torch.device("cuda"), mode=mode).param_groups[0]
         assert group["fused"] and group["capturable"] == (mode == "graph")
 
 
@@ -321,7 +323,7 @@ def test_a_resumed_adam_keeps_this_devices_implementation_and_the_checkpoints_st
     model(torch.randn(4, 3)).sum().backward()
     cpu.step()
     graph = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=True)
-    load_adam_state(graph, cpu.state_dict())
+    load_optimizer_state(graph, cpu.state_dict())
     assert graph.param_groups[0]["capturable"] is True and cpu.param_groups[0]["capturable"] is False
     for p in model.parameters():
         assert torch.equal(graph.state[p]["exp_avg"], cpu.state[p]["exp_avg"])

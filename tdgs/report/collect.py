@@ -4,13 +4,14 @@ problem with its reason, never silently dropped."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
 
-from ..config import DATASET_SCHEMAS, POOLER_SCHEMAS, TrainerConfig
+from ..config import CONF_DIR, DATASET_SCHEMAS, POOLER_SCHEMAS, TrainerConfig
 from ..pooling import POOLERS
 from ..results import CONFIG, METRICS, SUMMARY, TEMPERATURES
 from ..train import TRAINER_COLUMNS
@@ -18,9 +19,13 @@ from ..train import TRAINER_COLUMNS
 # pooler options as summary.csv columns (tdgs.train.pooler_columns): every pooler's, from their schemas
 _ALL_OPTIONS = dict.fromkeys(f.name for s in POOLER_SCHEMAS.values() for f in fields(s) if f.name != "name")
 OPTIONS = tuple(sorted(_ALL_OPTIONS, key=lambda o: o in ("kernel_size", "stride", "padding")))  # the window last
-# the optimisation: a run is a default run only with these at their defaults
+# the optimisation's defaults (the deck's recipe), for summaries and config.yaml files from before an option existed
 TRAINER_DEFAULTS = {f.name: f.default for f in fields(TrainerConfig) if f.name in (*TRAINER_COLUMNS, "precision")}
-SETTING = ["dataset", "model", "epochs"]  # runs that differ in these are never pooled
+RECIPE = tuple(k for k in TRAINER_COLUMNS if k != "theta_lr_scale")  # how a network is trained: part of its setting
+DEFAULT_OPTIMISATION = ("theta_lr_scale", "precision")  # a default run has these at their defaults too
+# a run's validation split and inputs, as summary.csv and config.yaml files from before validation had them
+BEFORE_VALIDATION = {"val_size": 0, "split_seed": 0, "normalize_inputs": False, "train_size": math.nan}
+SETTING = ["dataset", "model", "epochs", "recipe", "validation"]  # runs that differ in these are never pooled
 
 
 def in_pooler_order(names) -> list[str]:
@@ -64,14 +69,16 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def configuration_key(folder: Path) -> str:
     """A run's configuration and length, from its config.yaml, as sorted JSON: the dataset and its
-    options (not where it lives), the network, the pooler and every option, the optimisation
-    (:data:`TRAINER_DEFAULTS`) and ``trainer.epochs``; options an older config.yaml lacks take
-    today's defaults. Not the device, compile mode or determinism: they change how, not what, is
-    computed. A run whose config.yaml cannot be read is a configuration of its own."""
+    options (not where it lives; its validation split), the network, the pooler and every option,
+    the optimisation (:data:`TRAINER_DEFAULTS`) and ``trainer.epochs``; options an older
+    config.yaml lacks take the values it ran with (today's defaults, but no validation split).
+    Not the device, compile mode or determinism: they change how, not what, is computed. A run
+    whose config.yaml cannot be read is a configuration of its own."""
     try:
         cfg = OmegaConf.to_container(OmegaConf.load(folder / CONFIG), resolve=True)
         dataset, pooler, trainer = cfg["dataset"], cfg["pooler"], cfg["trainer"]
         data_defaults = {f.name: f.default for f in fields(DATASET_SCHEMAS[dataset["name"]]) if f.name not in _WHERE}
+        data_defaults |= {"val_size": 0, "normalize": False}  # what a config.yaml without them ran
         key = {
             "dataset": data_defaults | {k: v for k, v in dataset.items() if k not in _WHERE},
             "model": cfg.get("model", {}).get("name", "deck_cnn"),
@@ -153,7 +160,7 @@ def collect(roots: list[Path]) -> Runs:
                     {"folder": name, "problem": f"temperatures.csv unreadable ({type(error).__name__}: {error})"}
                 )
     runs = Runs(
-        summaries=pd.DataFrame(summaries),
+        summaries=with_setting(pd.DataFrame(summaries)),
         metrics=pd.concat(metrics, ignore_index=True) if metrics else pd.DataFrame(),
         temperatures=pd.concat(temperatures, ignore_index=True) if temperatures else pd.DataFrame(),
         problems=pd.DataFrame(problems, columns=["folder", "problem"]),
@@ -162,10 +169,67 @@ def collect(roots: list[Path]) -> Runs:
     return merge_duplicates(runs)
 
 
+def known_recipes() -> dict[str, dict]:
+    """The recipes of ``conf/trainer/`` (``default``: the deck's; ``modern``), their :data:`RECIPE` values."""
+    recipes = {}
+    for path in sorted(Path(CONF_DIR, "trainer").glob("*.yaml"), key=lambda p: p.stem != "default"):
+        values = OmegaConf.to_container(OmegaConf.load(path))
+        recipes[path.stem] = {k: values.get(k, TRAINER_DEFAULTS[k]) for k in RECIPE}
+    return recipes
+
+
+def _same(value, reference) -> bool:
+    if reference is None or (isinstance(value, float) and math.isnan(value)):
+        return reference is None and (value is None or (isinstance(value, float) and math.isnan(value)))
+    if isinstance(reference, (int, float)) and not isinstance(reference, bool):
+        return abs(float(value) - float(reference)) <= 1e-12
+    return str(value) == str(reference)
+
+
+def recipe_label(row: pd.Series, recipes: dict[str, dict]) -> str:
+    """The recipe a run was trained with: the name of the closest of ``recipes`` and what differs
+    (``modern``, ``default + lr=0.01``), ``+ normalized inputs`` with ``dataset.normalize``."""
+    differences = {
+        name: [
+            f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+            for k in RECIPE
+            if not _same(row[k], v[k])
+        ]
+        for name, v in recipes.items()
+    }
+    name = min(differences, key=lambda n: len(differences[n]))  # ties: the first, the deck's
+    extra = differences[name] + (["normalized inputs"] if row["normalize_inputs"] in (True, "True") else [])
+    return " + ".join([name, ", ".join(extra)]) if extra else name
+
+
+def validation_label(row: pd.Series) -> str:
+    """``no validation``, or the images held out of the training set (``val 6000 of 60000``), with
+    the split's seed when not 0."""
+    if not row["val_size"] > 0:
+        return "no validation"
+    held, whole = int(row["val_size"]), int(row["val_size"] + row["train_size"])
+    return f"val {held} of {whole}" + (f" (split seed {int(row['split_seed'])})" if row["split_seed"] else "")
+
+
+def with_setting(summaries: pd.DataFrame) -> pd.DataFrame:
+    """The summaries with what older ones lack filled in (the deck's recipe, no validation split)
+    and the ``recipe`` and ``validation`` labels of :data:`SETTING`."""
+    if summaries.empty:
+        return summaries
+    filled = TRAINER_DEFAULTS | BEFORE_VALIDATION
+    s = summaries.assign(**{k: summaries[k] if k in summaries else v for k, v in filled.items()})
+    s = s.fillna({k: v for k, v in filled.items() if v is not None and not (isinstance(v, float) and math.isnan(v))})
+    for column in ("test_acc_at_best_val", "best_val_acc", "val_acc"):
+        s[column] = s[column] if column in s else math.nan
+    recipes = known_recipes()
+    return s.assign(recipe=s.apply(recipe_label, axis=1, recipes=recipes), validation=s.apply(validation_label, axis=1))
+
+
 def is_default(row: pd.Series, vary: tuple[str, ...] = ()) -> bool:
-    """Whether a run used its pooler's default options and the default optimisation (any value of
-    the options in ``vary``)."""
-    for option, default in (default_options(row["pooler"]) | TRAINER_DEFAULTS).items():
+    """Whether a run used its pooler's default options and the default temperature learning rate
+    and precision (any value of the options in ``vary``); its recipe is its setting's."""
+    defaults = {k: TRAINER_DEFAULTS[k] for k in DEFAULT_OPTIMISATION}
+    for option, default in (default_options(row["pooler"]) | defaults).items():
         value = None if option in vary else row.get(option)
         if value is None or pd.isna(value):
             continue
@@ -177,17 +241,19 @@ def is_default(row: pd.Series, vary: tuple[str, ...] = ()) -> bool:
     return True
 
 
-def setting_label(dataset: str, model: str, epochs: int) -> str:
-    """ "mnist, 10 epochs" (the deck's CNN), "cifar10, resnet18, 10 epochs" (another network)."""
+def setting_label(dataset: str, model: str, epochs: int, recipe: str, validation: str) -> str:
+    """ "mnist, 10 epochs, default, no validation" (the deck's CNN), "cifar10, resnet18, 30 epochs,
+    modern, val 10%" (another network)."""
     network = "" if model == "deck_cnn" else f"{model}, "
-    return f"{dataset}, {network}{epochs} epoch{'s' * (epochs != 1)}"
+    return f"{dataset}, {network}{epochs} epoch{'s' * (epochs != 1)}, {recipe}, {validation}"
 
 
 def default_runs(runs: Runs, vary: tuple[str, ...] = ()) -> pd.DataFrame:
     """The completed runs that used the defaults (:func:`is_default`, but ``vary``), with a
-    ``setting`` label (:func:`setting_label`): runs on other data, networks or lengths are never pooled."""
+    ``setting`` label (:func:`setting_label`): runs on other data, networks, lengths, recipes or
+    validation splits are never pooled."""
     s = runs.summaries
     if s.empty:
         return s
     s = s[s.apply(is_default, axis=1, vary=vary)]
-    return s.assign(setting=[setting_label(*key) for key in zip(s.dataset, s.model, s.epochs)])
+    return s.assign(setting=[setting_label(*key) for key in zip(*(s[k] for k in SETTING))])

@@ -13,7 +13,7 @@ import pandas as pd
 from ..results import write_csv_atomic, write_text_atomic
 from . import plots
 from .collect import collect
-from .tables import TABLES, markdown
+from .tables import METRICS, TABLES, markdown
 
 
 def duplicates_note(duplicates: pd.DataFrame) -> str:
@@ -28,8 +28,8 @@ def duplicates_note(duplicates: pd.DataFrame) -> str:
     )
 
 
-def build_report(roots: list[Path], out: Path) -> str:
-    """Write the report into ``out``; return its Markdown."""
+def build_report(roots: list[Path], out: Path, metric: str = "selected") -> str:
+    """Write the report into ``out``; return its Markdown. ``metric``: see :mod:`tdgs.report.tables`."""
     out.mkdir(parents=True, exist_ok=True)
     runs = collect(roots)
     sections = [
@@ -39,7 +39,7 @@ def build_report(roots: list[Path], out: Path) -> str:
     ]
     numbers = {}
     for name, (title, build) in TABLES.items():
-        numbers[name], text = build(runs)
+        numbers[name], text = build(runs, metric)
         write_csv_atomic(out / f"{name}.csv", numbers[name])
         sections.append(f"## {title}\n\n{text}")
     figures = [
@@ -67,12 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tdgs-report", description=__doc__.splitlines()[0])
     parser.add_argument("roots", nargs="+", type=Path, help="folders holding run folders (searched recursively)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: ROOT/report for one root)")
+    parser.add_argument(
+        "--metric",
+        choices=METRICS,
+        default="selected",
+        help="selected (default): each run's test accuracy at its best validation epoch, where every run of a table "
+        "has a validation split (else the final epoch's); final: the final epoch's",
+    )
     args = parser.parse_args(argv)
     missing = [str(r) for r in args.roots if not r.is_dir()]
     if missing:
         print(f"tdgs-report: not a folder: {', '.join(missing)}", file=sys.stderr)
         return 2
     out = args.out or (args.roots[0] / "report" if len(args.roots) == 1 else Path("outputs/report"))
-    print(build_report(args.roots, out))
+    print(build_report(args.roots, out, args.metric))
     print(f"report written to {out}/ (report.md, one CSV per table, PNG figures)")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -16,9 +17,15 @@ from .collect import SETTING, Runs, default_runs, in_pooler_order, setting_label
 from .tables import learned_temperatures  # noqa: E402
 
 
-def _setting_name(dataset: str, model: str, epochs: int) -> str:
-    """A setting in a file name: ``mnist_10ep``, ``mnist_resnet18_10ep`` (another network)."""
-    return f"{dataset}{'' if model == 'deck_cnn' else '_' + model}_{epochs}ep"
+def _setting_name(dataset: str, model: str, epochs: int, recipe: str, validation: str) -> str:
+    """A setting in a file name: ``mnist_10ep`` (the deck's CNN and recipe, no validation split),
+    ``mnist_resnet18_30ep_modern_val10`` (another network, recipe and a 10% validation split)."""
+    name = f"{dataset}{'' if model == 'deck_cnn' else '_' + model}_{epochs}ep"
+    if recipe != "default":
+        name += "_" + re.sub(r"[^A-Za-z0-9.]+", "_", recipe).strip("_")
+    if validation != "no validation":
+        name += "_" + re.sub(r"[^A-Za-z0-9.]+", "", validation)
+    return name
 
 
 def _save(fig, path: Path) -> Path:
@@ -29,35 +36,37 @@ def _save(fig, path: Path) -> Path:
 
 
 def training_curves(runs: Runs, path: Path) -> Path | None:
-    """Per dataset: training loss and test accuracy per epoch, mean over seeds with a min-max band,
-    one line per pooler (default options)."""
+    """Per setting: training loss, and test accuracy (validation accuracy dashed) per epoch, mean
+    over seeds with a min-max band, one colour per pooler (default options)."""
     s = default_runs(runs)
     if s.empty:
         return None
     m = runs.metrics.merge(s[["folder", "setting", "pooler"]], on="folder")
-    datasets = sorted(m.setting.unique())
-    fig, axes = plt.subplots(2, len(datasets), figsize=(5 * len(datasets), 7), squeeze=False)
-    for col, dataset in enumerate(datasets):
-        d = m[m.setting == dataset]
-        poolers = in_pooler_order(d.pooler)
-        for pooler in poolers:
-            for row, (metric, label) in enumerate((("train_loss", "training loss"), ("test_acc", "test accuracy (%)"))):
-                per_epoch = d[d.pooler == pooler].groupby("epoch")[metric]
+    settings = sorted(m.setting.unique())
+    fig, axes = plt.subplots(2, len(settings), figsize=(5 * len(settings), 7), squeeze=False)
+    panels = (("train_loss", "training loss", "-"), ("test_acc", "accuracy (%): test, validation dashed", "-"))
+    panels += (("val_acc", None, "--"),) if "val_acc" in m else ()
+    for col, setting in enumerate(settings):
+        d = m[m.setting == setting]
+        for number, pooler in enumerate(in_pooler_order(d.pooler)):
+            runs_of = d[d.pooler == pooler]
+            n = runs_of.folder.nunique()
+            for metric, label, style in panels:
+                per_epoch = runs_of.groupby("epoch")[metric]
                 mean, low, high = per_epoch.mean(), per_epoch.min(), per_epoch.max()
-                n = d[d.pooler == pooler].folder.nunique()
-                ax = axes[row][col]
-                ax.plot(mean.index, mean.values, marker="o", markersize=3, label=f"{pooler} (n={n})")
-                ax.fill_between(mean.index, low.values, high.values, alpha=0.2)
-                ax.set_ylabel(label)
+                if mean.isna().all():
+                    continue
+                ax = axes[0 if metric == "train_loss" else 1][col]
+                label_ = None if metric == "val_acc" else f"{pooler} (n={n})"
+                ax.plot(mean.index, mean.values, style, marker="o", markersize=3, color=f"C{number}", label=label_)
+                ax.fill_between(mean.index, low.values, high.values, alpha=0.15, color=f"C{number}")
+                ax.set_ylabel(label or ax.get_ylabel())
                 ax.set_xlabel("epoch")
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.grid(alpha=0.3)
-        axes[0][col].set_title(f"{dataset}: mean over seeds, band = min..max")
+        axes[0][col].set_title(f"{setting}\nmean over seeds, band = min..max", fontsize=9)
         axes[0][col].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def accuracy_vs_t0(numbers: pd.DataFrame, path: Path) -> Path | None:
@@ -94,7 +103,7 @@ def temperature_histograms(runs: Runs, folder: Path) -> list[Path]:
         return []
     t = t.merge(s[["folder", *SETTING, "setting"]], on="folder")
     paths = []
-    for (dataset, model, epochs, setting), d in t.groupby([*SETTING, "setting"]):
+    for (*key, setting), d in t.groupby([*SETTING, "setting"]):
         layers = sorted(d.layer.unique())
         fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 3.6), squeeze=False)
         low, high = max(d.temperature.min(), 1e-3), max(d.temperature.max(), 1.01)
@@ -111,7 +120,7 @@ def temperature_histograms(runs: Runs, folder: Path) -> list[Path]:
             ax.set_xlabel("learned temperature T (log scale)")
         axes[0][0].set_ylabel("count")
         fig.suptitle(f"{setting}: learned TDGS temperatures ({d.folder.nunique()} runs)")
-        paths.append(_save(fig, folder / f"temperatures_{_setting_name(dataset, model, epochs)}.png"))
+        paths.append(_save(fig, folder / f"temperatures_{_setting_name(*key)}.png"))
     return paths
 
 
@@ -132,7 +141,7 @@ def temperature_trajectories(runs: Runs, folder: Path) -> list[Path]:
     if t.empty or t.initial.isna().all():
         return []
     paths = []
-    for (dataset, model, epochs, setting), d in t.groupby([*SETTING, "setting"]):
+    for (*key, setting), d in t.groupby([*SETTING, "setting"]):
         layers = sorted(d.layer.unique())
         fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 3.6), squeeze=False)
         for ax, layer in zip(axes[0], layers):
@@ -150,5 +159,5 @@ def temperature_trajectories(runs: Runs, folder: Path) -> list[Path]:
         axes[0][0].set_ylabel("temperature T: median, band = quartiles")
         axes[0][0].legend(fontsize=8)
         fig.suptitle(f"{setting}: TDGS temperatures during training")
-        paths.append(_save(fig, folder / f"temperature_trajectory_{_setting_name(dataset, model, epochs)}.png"))
+        paths.append(_save(fig, folder / f"temperature_trajectory_{_setting_name(*key)}.png"))
     return paths

@@ -1,4 +1,10 @@
-"""The report's tables (docs/reproducing.md): each as a CSV frame (numbers) and Markdown (text)."""
+"""The report's tables (docs/reproducing.md): each as a CSV frame (numbers) and Markdown (text).
+
+Which accuracy a table reports (``metric``): ``selected``, the test accuracy of each run's best
+validation epoch when every run of the table has a validation split, else the final epoch's
+(``final``, or ``selected`` falling back); the table's first line says which. Every "best" mark
+(t0, theta_lr_scale, ablation setting, pooler) is chosen by validation accuracy; in a setting
+without a validation split, by test accuracy, and the mark says so."""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import math
 import pandas as pd
 
 from .collect import (
+    DEFAULT_OPTIMISATION,
     OPTIONS,
     SETTING,
     TRAINER_DEFAULTS,
@@ -32,23 +39,68 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _settings(frame: pd.DataFrame) -> list[tuple[str, str, int]]:
-    """(dataset, model, epochs) triples: runs on other data, networks or lengths are never pooled."""
+METRICS = ("selected", "final")
+BEST_MARKS = {"validation": " **best**", "test": " **best** (by test accuracy, no validation split)"}
+
+
+def accuracy(frame: pd.DataFrame, metric: str) -> tuple[str, str]:
+    """The summary column a table over ``frame`` reports for ``metric`` (one of :data:`METRICS`),
+    and the words for it."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(map(repr, METRICS))}, but got {metric!r}")
+    if metric == "selected" and len(frame) and (frame.val_size > 0).all():
+        return "test_acc_at_best_val", "test accuracy at each run's best validation epoch"
+    why = " (not every run has a validation split)" if metric == "selected" and len(frame) else ""
+    return "test_acc", f"final-epoch test accuracy{why}"
+
+
+def selection(group: pd.DataFrame, column: str) -> tuple[float, str]:
+    """What a "best" mark compares for a group of runs reported by ``column``: the mean validation
+    accuracy at the same epochs (the best validation epoch's, or the last) and ``validation``;
+    without a validation split, the mean of ``column`` itself and ``test``."""
+    if len(group) and (group.val_size > 0).all():
+        return group["best_val_acc" if column == "test_acc_at_best_val" else "val_acc"].mean(), "validation"
+    return group[column].mean(), "test"
+
+
+def mark_best(numbers: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``best``: per group of ``keys``, the row with the highest ``select`` (:func:`selection`)."""
+    return numbers.assign(best=numbers["select"] == numbers.groupby(keys)["select"].transform("max"))
+
+
+def best_mark(row) -> str:
+    """The Markdown mark of a row of :func:`mark_best`, saying on what it was chosen."""
+    return BEST_MARKS[row["selected_by"]] if row["best"] else ""
+
+
+def heading(what: str) -> str:
+    """The line above a table: which accuracy it reports, and how "best" is chosen."""
+    return f"*{what[0].upper()}{what[1:]}, mean ± std over seeds (n); best marks chosen by validation accuracy.*\n\n"
+
+
+def _settings(frame: pd.DataFrame) -> list[tuple]:
+    """:data:`SETTING` tuples: runs on other data, networks, lengths, recipes or splits are never pooled."""
     return sorted(set(zip(*(frame[key] for key in SETTING)))) if len(frame) else []
 
 
-def _compare_to_max(frame: pd.DataFrame, setting: tuple[str, str, int], pooler: str) -> dict:
-    same = (frame.dataset == setting[0]) & (frame.model == setting[1]) & (frame.epochs == setting[2])
-    acc = frame.loc[same & (frame.pooler == pooler), "test_acc"]
-    base = frame.loc[same & (frame.pooler == "max"), "test_acc"]
-    mean, std, n = mean_std(acc)
+def _in_setting(frame: pd.DataFrame, setting: tuple) -> pd.Series:
+    return pd.concat([frame[k] == v for k, v in zip(SETTING, setting)], axis=1).all(axis=1)
+
+
+def _compare_to_max(frame: pd.DataFrame, setting: tuple, pooler: str, column: str) -> dict:
+    same = _in_setting(frame, setting)
+    runs = frame[same & (frame.pooler == pooler)]
+    base = frame.loc[same & (frame.pooler == "max"), column]
+    mean, std, n = mean_std(runs[column])
+    final_mean, final_std, _ = mean_std(runs.test_acc)
+    select, selected_by = selection(runs, column)
     row = {**dict(zip(SETTING, setting)), "pooler": pooler, "mean": mean, "std": std, "n": n}
     row.update(
-        welch(acc, base)
+        welch(runs[column], base)
         if pooler != "max" and len(base)
         else {"diff": math.nan, "ci_low": math.nan, "ci_high": math.nan, "p": math.nan}
     )
-    return row
+    return row | {"final_mean": final_mean, "final_std": final_std, "select": select, "selected_by": selected_by}
 
 
 def _difference(row) -> str:
@@ -63,87 +115,93 @@ def _p(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.3g}"
 
 
-COMPARISON = [*SETTING, "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high", "p"]
+COMPARISON = [*SETTING, "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high", "p", "final_mean", "final_std",
+              "select", "selected_by", "best"]  # fmt: skip
 
 
-def _comparison(runs: Runs, poolers: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per (dataset, model, epochs), each pooler (default options; all of them, or ``poolers``) with its
-    difference to max: the numbers, and the same as text columns."""
+def _comparison(runs: Runs, metric: str, poolers: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Per setting, each pooler (default options; all of them, or ``poolers``) with its difference
+    to max, the best pooler marked: the numbers, the same as text columns, and the accuracy's name.
+    Where the accuracy is the selected one, the final epoch's stands beside it."""
     frame = default_runs(runs)
+    column, what = accuracy(frame, metric)
     rows = []
     for setting in _settings(frame):
-        same = (frame.dataset == setting[0]) & (frame.model == setting[1]) & (frame.epochs == setting[2])
-        present = set(frame.loc[same, "pooler"])
+        present = set(frame.loc[_in_setting(frame, setting), "pooler"])
         wanted = poolers or in_pooler_order(present)
-        rows += [_compare_to_max(frame, setting, p) for p in wanted if p in present]
-    numbers = pd.DataFrame(rows, columns=COMPARISON)
-    text = pd.DataFrame(
-        {
-            "dataset": numbers.dataset,
-            "model": numbers.model,
-            "epochs": numbers.epochs,
-            "pooler": numbers.pooler,
-            "test accuracy % (mean ± std (n))": [cell(r["mean"], r["std"], r["n"]) for _, r in numbers.iterrows()],
+        rows += [_compare_to_max(frame, setting, p, column) for p in wanted if p in present]
+    numbers = mark_best(pd.DataFrame(rows, columns=COMPARISON[:-1]), SETTING)
+    text = numbers[[*SETTING, "pooler"]].assign(
+        **{
+            "test accuracy % (mean ± std (n))": [
+                cell(r["mean"], r["std"], r["n"]) + best_mark(r) for _, r in numbers.iterrows()
+            ],
             "vs max [95% CI]": [_difference(r) for _, r in numbers.iterrows()],
             "p (Welch)": [_p(r["p"]) for _, r in numbers.iterrows()],
         }
     )
-    return numbers, text
+    if column != "test_acc":
+        text["final epoch's test accuracy %"] = [
+            cell(r["final_mean"], r["final_std"], r["n"]) for _, r in numbers.iterrows()
+        ]
+    return numbers, text, what
 
 
-def deck_table(runs: Runs) -> tuple[pd.DataFrame, str]:
-    """Per dataset (and network), max and TDGS (default options): test accuracy, difference to max
-    with Welch's 95% CI and p-value, and the deck's number (the deck's CNN only)."""
-    numbers, text = _comparison(runs, ["max", "tdgs"])
+def deck_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataFrame, str]:
+    """Per setting, max and TDGS (default options): test accuracy, difference to max with Welch's
+    95% CI and p-value, and the deck's number (the deck's CNN only)."""
+    numbers, text, what = _comparison(runs, metric, ["max", "tdgs"])
     numbers["deck"] = [
         DECK.get((d, p), math.nan) if m == "deck_cnn" else math.nan
         for d, m, p in zip(numbers.dataset, numbers.model, numbers.pooler)
     ]
     text["deck (10 epochs, 1 run)"] = ["" if math.isnan(v) else f"{v:.2f}" for v in numbers.deck]
-    return numbers, markdown(text)
+    return numbers, heading(what) + markdown(text)
 
 
-def _sweep_table(runs: Runs, option: str) -> tuple[pd.DataFrame, str]:
+def _sweep_table(runs: Runs, option: str, metric: str) -> tuple[pd.DataFrame, str]:
     """TDGS test accuracy per setting and value of ``option`` (everything else at its default);
-    the best value of each setting marked."""
+    the best value of each setting marked (:func:`mark_best`)."""
     s = runs.summaries
-    columns = [*SETTING, option, "mean", "std", "n", "best"]
+    columns = [*SETTING, option, "mean", "std", "n", "select", "selected_by", "best"]
     if s.empty or option not in s:
         return pd.DataFrame(columns=columns), "(no runs)"
     tdgs = s[(s.pooler == "tdgs") & s.apply(is_default, axis=1, vary=(option,))]
     tdgs = tdgs.assign(**{option: tdgs[option].fillna(TRAINER_DEFAULTS.get(option, math.nan))})  # runs from before it
+    column, what = accuracy(tdgs, metric)
     rows = []
     for (*setting, value), group in tdgs.groupby([*SETTING, option]):
-        mean, std, n = mean_std(group.test_acc)
-        rows.append({**dict(zip(SETTING, setting)), option: value, "mean": mean, "std": std, "n": n})
-    numbers = pd.DataFrame(rows, columns=columns[:-1])
-    numbers["best"] = numbers["mean"] == numbers.groupby(SETTING)["mean"].transform("max")
+        mean, std, n = mean_std(group[column])
+        select, selected_by = selection(group, column)
+        rows.append({**dict(zip(SETTING, setting)), option: value, "mean": mean, "std": std, "n": n,
+                     "select": select, "selected_by": selected_by})  # fmt: skip
+    numbers = mark_best(pd.DataFrame(rows, columns=columns[:-1]), SETTING)
     if numbers.empty:
         return numbers, "(no runs)"
     cells = numbers.assign(
-        text=[cell(r["mean"], r["std"], r["n"]) + (" **best**" if r["best"] else "") for _, r in numbers.iterrows()],
+        text=[cell(r["mean"], r["std"], r["n"]) + best_mark(r) for _, r in numbers.iterrows()],
         setting=[setting_label(*key) for key in zip(*(numbers[k] for k in SETTING))],
     )
     wide = cells.pivot(index=option, columns="setting", values="text").reset_index()
     wide[option] = wide[option].map(lambda v: f"{v:g}")
-    return numbers, markdown(wide.fillna(""))
+    return numbers, heading(what) + markdown(wide.fillna(""))
 
 
-def temperature_init_table(runs: Runs) -> tuple[pd.DataFrame, str]:
-    """TDGS test accuracy per dataset and initial temperature t0; the best t0 marked."""
-    return _sweep_table(runs, "t0")
+def temperature_init_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataFrame, str]:
+    """TDGS test accuracy per setting and initial temperature t0; the best t0 marked."""
+    return _sweep_table(runs, "t0", metric)
 
 
-def temperature_lr_table(runs: Runs) -> tuple[pd.DataFrame, str]:
-    """TDGS test accuracy per dataset and ``theta_lr_scale`` (the temperatures' learning rate over
+def temperature_lr_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataFrame, str]:
+    """TDGS test accuracy per setting and ``theta_lr_scale`` (the temperatures' learning rate over
     the network's); the best marked."""
-    return _sweep_table(runs, "theta_lr_scale")
+    return _sweep_table(runs, "theta_lr_scale", metric)
 
 
-def all_poolers_table(runs: Runs) -> tuple[pd.DataFrame, str]:
-    """Every pooler (default options) per dataset, with its difference to max."""
-    numbers, text = _comparison(runs)
-    return numbers, markdown(text)
+def all_poolers_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataFrame, str]:
+    """Every pooler (default options) per setting, with its difference to max; the best marked."""
+    numbers, text, what = _comparison(runs, metric)
+    return numbers, heading(what) + markdown(text)
 
 
 MOVED = 0.1  # |T - T_initial| above which a temperature counts as having moved
@@ -161,7 +219,7 @@ def learned_temperatures(runs: Runs) -> pd.DataFrame:
     return t.assign(initial=initial, change=t.temperature - initial)
 
 
-def learned_temperatures_table(runs: Runs) -> tuple[pd.DataFrame, str]:
+def learned_temperatures_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataFrame, str]:
     """Learned temperatures of TDGS runs with default options, per setting, ``theta_lr_scale`` and
     pool layer, pooled over the runs: median T, share max-like (T < 1) and uniform-like (T > 1); the
     change from the initial T (quartiles, median size) and the share that moved by more than 0.1."""
@@ -210,55 +268,58 @@ def learned_temperatures_table(runs: Runs) -> tuple[pd.DataFrame, str]:
 ABLATION = ("normalize", "eval_mode", "granularity")  # the TDGS options experiment=tdgs_ablation varies
 
 
-def ablation_table(runs: Runs) -> tuple[pd.DataFrame, str]:
+def ablation_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataFrame, str]:
     """TDGS per setting and combination of normalize, eval_mode and granularity (t0 and the
     optimisation at their defaults): accuracy, the difference to TDGS's defaults over the same seeds
     with Welch's 95% CI and p-value, the best combination marked."""
     keys = [*SETTING, *ABLATION]
-    columns = [*keys, "mean", "std", "n", "diff", "ci_low", "ci_high", "p", "best"]
+    columns = [*keys, "mean", "std", "n", "diff", "ci_low", "ci_high", "p", "select", "selected_by", "best"]
     s = runs.summaries
     if s.empty or not set(ABLATION) <= set(s):
         return pd.DataFrame(columns=columns), "(no runs)"
     tdgs = s[(s.pooler == "tdgs") & s.apply(is_default, axis=1, vary=ABLATION)]
     defaults = tdgs[tdgs.apply(is_default, axis=1)]
+    column, what = accuracy(tdgs, metric)
     rows = []
     for key, group in tdgs.groupby(keys):
         same = pd.concat([defaults[k] == v for k, v in zip(SETTING, key)], axis=1).all(axis=1)
-        base = defaults.loc[same & defaults.seed.isin(group.seed), "test_acc"]  # the same seeds
-        mean, std, n = mean_std(group.test_acc)
-        versus = welch([], []) if group.index.isin(defaults.index).all() else welch(group.test_acc, base)  # not itself
-        rows.append({**dict(zip(keys, key)), "mean": mean, "std": std, "n": n, **versus})
-    numbers = pd.DataFrame(rows, columns=columns[:-1])
-    numbers["best"] = numbers["mean"] == numbers.groupby(SETTING)["mean"].transform("max")
+        base = defaults.loc[same & defaults.seed.isin(group.seed), column]  # the same seeds
+        mean, std, n = mean_std(group[column])
+        versus = welch([], []) if group.index.isin(defaults.index).all() else welch(group[column], base)  # not itself
+        select, selected_by = selection(group, column)
+        rows.append({**dict(zip(keys, key)), "mean": mean, "std": std, "n": n, **versus, "select": select,
+                     "selected_by": selected_by})  # fmt: skip
+    numbers = mark_best(pd.DataFrame(rows, columns=columns[:-1]), SETTING)
     text = numbers[keys].assign(
         **{
             "test accuracy % (mean ± std (n))": [
-                cell(r["mean"], r["std"], r["n"]) + (" **best**" if r["best"] else "") for _, r in numbers.iterrows()
+                cell(r["mean"], r["std"], r["n"]) + best_mark(r) for _, r in numbers.iterrows()
             ],
             "vs TDGS defaults [95% CI]": [_difference(r) for _, r in numbers.iterrows()],
             "p (Welch)": [_p(r["p"]) for _, r in numbers.iterrows()],
         }
     )
-    return numbers, markdown(text)
+    return numbers, heading(what) + markdown(text)
 
 
-def configurations_table(runs: Runs) -> tuple[pd.DataFrame, str]:
-    """Every distinct configuration (dataset, model, epochs, pooler and the options that vary), mean +- std (n)."""
+def configurations_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataFrame, str]:
+    """Every distinct configuration (the setting, the pooler and the options that vary), mean +- std (n)."""
     s = runs.summaries
     if s.empty:
         return pd.DataFrame(), "(no runs)"
-    varying = [o for o in (*OPTIONS, *TRAINER_DEFAULTS) if o in s and s[o].astype(str).nunique() > 1]
+    varying = [o for o in (*OPTIONS, *DEFAULT_OPTIMISATION) if o in s and s[o].astype(str).nunique() > 1]
     keys = [*SETTING, "pooler", *varying]
     frame = s.assign(**{k: s[k].map(lambda v: "-" if pd.isna(v) else v) for k in varying})
+    column, what = accuracy(frame, metric)
     rows = []
     for values, group in frame.groupby(keys, sort=True):
-        mean, std, n = mean_std(group.test_acc)
+        mean, std, n = mean_std(group[column])
         rows.append({**dict(zip(keys, values)), "mean": mean, "std": std, "n": n})
     numbers = pd.DataFrame(rows)
     text = numbers[keys].assign(
         **{"test accuracy % (mean ± std (n))": [cell(r["mean"], r["std"], r["n"]) for _, r in numbers.iterrows()]}
     )
-    return numbers, markdown(text)
+    return numbers, heading(what) + markdown(text)
 
 
 TABLES = {
