@@ -14,13 +14,17 @@
    of the time spent fetching batches, against the original per-sample DataLoader + ToTensor.
 5. memory: peak memory of a training step (CPU: resident-memory high-water mark of a fresh process
    with malloc returning large blocks to the system; CUDA: the allocator's peak).
+6. recipe: the train step of max pooling and TDGS under each recipe of ``conf/trainer/``
+   (``trainer=modern``: AdamW and its weight-decay groups, the cosine schedule, label smoothing,
+   random crops; and with flips and normalised inputs) against the deck's recipe, and the
+   evaluation of 1000 images (what validation adds to an epoch).
 
 Times are medians over interleaved rounds (each candidate once per round, so slow drifts of the
 machine hit all alike); ratios are measured in one process. Prints Markdown tables and writes one
 CSV per table under ``outputs/bench/``.
 
     python scripts/bench.py [--reps 15] [--batch 64] [--device cpu|cuda] [--precision 32] [--threads N] [--quick]
-                            [--only poolers steps networks epoch memory]
+                            [--only poolers steps networks epoch memory recipe]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -43,11 +48,13 @@ from torch import nn
 from tdgs.data.inputs import Inputs
 from tdgs.model import PoolingCNN
 from tdgs.networks import TORCHVISION, build_model
-from tdgs.optim import make_optimizer
+from tdgs.optim import LearningRates, make_optimizer, parameter_groups
 from tdgs.pooling import POOLERS, backend, create_pooler
 from tdgs.pooling.windows import pooled_size
+from tdgs.report.collect import known_recipes
 from tdgs.report.tables import markdown
 from tdgs.step import TrainStep
+from tdgs.train import evaluate
 
 POOL_SHAPES = [(16, 32, 32), (32, 16, 16), (64, 8, 8)]  # (C, H, W) at the deck's CIFAR CNN's pools
 GEOMETRIES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
@@ -182,23 +189,28 @@ def bench_poolers(args, device) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-SECTIONS = ["poolers", "steps", "networks", "epoch", "memory"]
+SECTIONS = ["poolers", "steps", "networks", "epoch", "memory", "recipe"]
 WARM_UP = 2  # untimed rounds before the timed ones (none with --quick)
 MODES = {"eager": "none", "graph": "graph"}  # bench mode -> trainer.compile
 
 
-def train_step_fns(build, names, image_shape, args, device) -> dict:
+def train_step_fns(build, names, image_shape, args, device, recipe: dict | None = None) -> dict:
     """(name, mode) -> one training step of ``build(name)`` as tdgs-train runs it, cycling through
-    a small training set held on the device."""
+    a small training set held on the device; the deck's recipe, or ``recipe`` (trainer keys, and
+    ``normalize``)."""
     count = 8 * args.batch
     images = torch.randint(0, 256, (count, *image_shape), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 10, (count,), device=device)
+    recipe = recipe or {}
+    stats = (torch.full((image_shape[0],), 0.5, device=device),) * 2 if recipe.get("normalize") else (None, None)
     fns = {}
     for name, mode in itertools.product(names, modes_on(device)):
         model = build(name).to(device)
-        # lr 0: Adam does all its work but the weights stay put, so that hundreds of steps on
-        # a few batches cannot drift the model into another numerical regime during the timing
-        optimizer = make_optimizer(model.parameters(), lr=0.0, device=device, mode=MODES[mode])
+        # lr 0: the optimizer does all its work but the weights stay put, so that hundreds of steps
+        # on a few batches cannot drift the model into another numerical regime during the timing
+        groups = parameter_groups(model, 0.0, weight_decay=recipe.get("weight_decay", 0.0))
+        optimizer = make_optimizer(groups, recipe.get("optimizer", "adam"), lr=0.0, device=device, mode=MODES[mode])
+        rates = LearningRates(optimizer, recipe.get("schedule", "constant"), recipe.get("warmup_epochs", 0), 10**9)
         step = TrainStep(
             model,
             optimizer,
@@ -208,6 +220,9 @@ def train_step_fns(build, names, image_shape, args, device) -> dict:
             precision=args.precision,
             mode=MODES[mode],
             device=device,
+            inputs=Inputs(mean=stats[0], std=stats[1], augment=recipe.get("augment", "none"), side=image_shape[1]),
+            label_smoothing=recipe.get("label_smoothing", 0.0),
+            learning_rates=rates,
         )
         order = itertools.cycle(torch.arange(count, device=device).split(args.batch))
         fns[name, mode] = lambda step=step, order=order: step(next(order))
@@ -232,6 +247,32 @@ def bench_train_steps(args, device) -> pd.DataFrame:
                     "speedup_over_original": medians[SEED_CODE, "eager"] / seconds,  # the original code's eager step
                 }
             )
+    return pd.DataFrame(rows)
+
+
+def bench_recipes(args, device) -> pd.DataFrame:
+    """The train step of max pooling and TDGS under each recipe of ``conf/trainer/`` (and the
+    modern one with flips and normalised inputs), against the deck's recipe in the same mode; and
+    the evaluation of 1000 images of a split, as an epoch evaluates validation and test."""
+    recipes = known_recipes()
+    recipes["modern, flip_crop, normalized"] = recipes["modern"] | {"augment": "flip_crop", "normalize": True}
+    rows = []
+    for dataset, image_shape in GEOMETRIES.items():
+        fns = {}
+        for recipe, values in recipes.items():
+            build = lambda name, shape=image_shape: build_cnn(name, shape)  # noqa: E731
+            steps = train_step_fns(build, ["max", "tdgs"], image_shape, args, device, values)
+            fns |= {(name, mode, recipe): fn for (name, mode), fn in steps.items()}
+        images = torch.randint(0, 256, (1000, *image_shape), dtype=torch.uint8, device=device)
+        labels = torch.randint(0, 10, (1000,), device=device)
+        for name in ("max", "tdgs"):
+            model = build_cnn(name, image_shape).to(device)
+            fns[name, "eager", "evaluate 1000 images"] = lambda m=model, x=images, y=labels: evaluate(m, x, y, 1000)
+        medians = interleaved_medians(fns, args.reps, args.step_inner, device)
+        for (name, mode, recipe), seconds in medians.items():
+            deck = medians.get((name, mode, "default"), math.nan) if recipe in recipes else math.nan
+            rows.append({"dataset": dataset, "mode": mode, "pooler": name, "recipe": recipe, "ms": 1e3 * seconds,
+                         "ratio_to_default": seconds / deck})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -481,6 +522,17 @@ def main() -> None:
         epoch.to_csv(args.out / f"epoch_{tag}.csv", index=False)
         print(f"## Epoch throughput, MNIST geometry ({args.epoch_steps} batches)\n")
         print(markdown(epoch.round(3)) + "\n")
+
+    if "recipe" in args.only:
+        recipe = bench_recipes(args, device)
+        recipe.to_csv(args.out / f"recipe_{tag}.csv", index=False)
+        print(
+            f"## Recipes: CNN train step per trainer recipe, precision {args.precision}: median ms (ratio to the "
+            "deck's recipe, trainer=default); and the evaluation of 1000 images (eval batch 1000)\n"
+        )
+        table = recipe.assign(column=recipe.pooler + " " + recipe["mode"], row=recipe.dataset + ", " + recipe.recipe)
+        ratio = lambda v: "" if math.isnan(v) else f" ({v:.2f}x)"  # noqa: E731
+        print(markdown(wide(table, "row", "column", lambda r: f"{r.ms:.2f}{ratio(r.ratio_to_default)}")) + "\n")
 
     if "memory" in args.only and (device.type == "cuda" or Path("/proc/self/clear_refs").exists()):
         memory = bench_memory(args, device)

@@ -10,6 +10,9 @@
 #   FASHION_MNIST=DIR                  a folder with the four Fashion-MNIST IDX(.gz) files; without it
 #                                      the trainings use the synthetic set (CIFAR geometry)
 #   DEVICE=cuda                        DEVICE=cpu QUICK=1: a smoke run of this script on a CPU (tests)
+#   ALONGSIDE="COMMAND"                a command to run while the tests run (they time nothing), e.g. a sweep
+#                                      on the same GPU; waited for before the benchmark, so that nothing
+#                                      else runs while anything is timed (step "alongside", its own log)
 #
 # Every step runs under a time limit with its output in OUT_DIR/<step>.log; a failed step is noted
 # and the others still run; the exit code is 1 if any step failed.
@@ -64,13 +67,19 @@ EOF
 
 # the tests that exercise the kernels and the training step: on a GPU the Triton kernels run there
 # (the `cuda` tests, and every kernel-versus-reference test); in parallel where pytest-xdist is
-tests=(tests/test_kernels.py tests/test_tdgs.py tests/test_semantics.py tests/test_train_step.py)
+tests=(tests/test_kernels.py tests/test_tdgs.py tests/test_semantics.py tests/test_train_step.py tests/test_recipe.py)
 [[ $device == cuda ]] || tests=(-m cuda tests)
 "$python" -c "import xdist" 2> /dev/null && tests=(-n 8 "${tests[@]}")
+if [[ -n "${ALONGSIDE:-}" ]]; then
+  (start=$SECONDS; bash -c "$ALONGSIDE" > "$out/alongside.log" 2>&1; rc=$?
+   echo "alongside,$rc,$((SECONDS - start))" >> "$out/steps.csv") &
+  alongside=$!
+fi
 step tests 240 "$python" -m pytest -q -p no:cacheprovider "${tests[@]}"
+[[ -n "${alongside:-}" ]] && wait "$alongside"
 bench_args=(--device "$device" --reps "$reps" --out "$out/bench")
 [[ $quick == 1 ]] && bench_args+=(--quick)
-step bench 150 "$python" scripts/bench.py "${bench_args[@]}"
+step bench 200 "$python" scripts/bench.py "${bench_args[@]}"
 
 # every precision and compile mode, 2 epochs, all at once, so their seconds are not timings (the
 # benchmark and the end-to-end runs below are)
@@ -118,6 +127,8 @@ for name, title, columns, cell in [
     ("train_steps", "CNN train step: ms (ratio to max in the same mode; speed-up over the original code's eager step)",
      ["dataset", "mode"], lambda r: f"{r.ms:.2f} ({r.ratio_to_max:.2f}x; {r.speedup_over_original:.1f}x)"),
     ("memory", "Peak memory of a training step: MB (ratio to max)", ["dataset"], lambda r: f"{r.peak_mb:.1f} ({r.ratio_to_max:.2f}x)"),
+    ("recipe", "Train step per recipe: ms (ratio to the deck's recipe); evaluation of 1000 images: ms",
+     ["dataset", "mode", "recipe"], lambda r: f"{r.ms:.2f}" + ("" if r.ratio_to_default != r.ratio_to_default else f" ({r.ratio_to_default:.2f}x)")),
 ]:
     files = sorted(bench.glob(f"{name}_*.csv"))
     if files:

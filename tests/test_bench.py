@@ -23,6 +23,7 @@ def test_bench_quick_writes_every_table(tmp_path):
         "## torchvision networks",
         "## Epoch throughput",
         "## Peak memory",
+        "## Recipes",
     ):
         assert title in done.stdout
     poolers = pd.read_csv(tmp_path / "poolers_cpu.csv")
@@ -36,3 +37,5 @@ def test_bench_quick_writes_every_table(tmp_path):
     assert (epoch["fetch_s_per_60k"] > 0).all()
     memory = pd.read_csv(tmp_path / "memory_cpu.csv")
     assert (memory["peak_mb"] > 0).all()
+    recipe = pd.read_csv(tmp_path / "recipe_cpu.csv")
+    assert {"default", "modern", "evaluate 1000 images"} <= set(recipe["recipe"]) and (recipe["ms"] > 0).all()
