@@ -237,4 +237,4 @@ def test_graph_replays_draw_a_new_augmentation_each_time():
     replays = drawn[4:]
     assert all(not torch.equal(a, b) for a, b in zip(replays, replays[1:]))
     plain = images.float() / 255
-    assert all((r.sum((1, 2, 3)) - plain.sum((1, 2, 3))).abs().max() <= plain.sum((1, 2, 3)).max() for r in replays)
+    assert all(not torch.equal(r, plain) for r in replays)  # augmented, not the plain batch
