@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Reproduce the deck's tables and more in one folder: the sweeps experiment=deck_table,
-# long_training, temperature_lr, temperature_init, all_poolers and tdgs_ablation (the deck's
-# question first), then tdgs-report over all of them.
+# Reproduce the deck's tables and more in one folder: the sweeps experiment=deck_table (the deck's
+# question, on the whole training set), tdgs_selection (the TDGS setting that wins on validation),
+# recipe_comparison (max, TDGS, gated pooling under the deck's and the modern recipe) and the same
+# for the TDGS setting selected, long_training, temperature_lr, temperature_init, all_poolers and
+# tdgs_ablation, then tdgs-report over all of them. A (configuration, seed) that several sweeps
+# share is trained once: the later sweeps copy the finished run (tdgs-train reuse=FOLDER).
 #
-#   scripts/reproduce.sh [--smoke] [OVERRIDE...]
+#   scripts/reproduce.sh [--smoke] [--only EXPERIMENT,...] [OVERRIDE...]
 #     --smoke       synthetic data, 1 epoch, seeds 0 and 1: checks the whole path in minutes
+#     --only LIST   these experiments only (comma-separated; recipe_comparison includes its selected
+#                   TDGS setting, which needs tdgs_selection's runs), e.g. where compute is short
 #     OVERRIDE...   tdgs-train overrides for every sweep, e.g. to run offline on real data:
 #                   dataset=fashion_mnist dataset.source=/usr/share/datasets/fashion-mnist
 #                   or in parallel: hydra/launcher=local_parallel hydra.launcher.n_jobs=2
@@ -40,9 +45,20 @@ main() {  # parsed whole before it runs: editing this file during a reproduction
   smoke=0
   args=("$@")
   if [[ "${1:-}" == "--smoke" ]]; then smoke=1; shift; fi
+  experiments=deck_table,tdgs_selection,recipe_comparison,long_training,temperature_lr,temperature_init,all_poolers,tdgs_ablation
+  if [[ "${1:-}" == "--only" ]]; then
+    for name in ${2//,/ }; do
+      if [[ ",$experiments," != *",$name,"* ]]; then
+        echo "reproduce: --only takes experiments of $experiments, but got $name" >&2
+        exit 2
+      fi
+    done
+    experiments=$2
+    shift 2
+  fi
   overrides=("$@")
-  if [[ $smoke == 1 ]]; then
-    overrides=(dataset=synthetic trainer.epochs=1 seed=0,1 trainer.progress=false ${overrides[@]+"${overrides[@]}"})
+  if [[ $smoke == 1 ]]; then  # 1 epoch: no warm-up epoch for trainer=modern either
+    overrides=(dataset=synthetic trainer.epochs=1 trainer.warmup_epochs=0 seed=0,1 trainer.progress=false ${overrides[@]+"${overrides[@]}"})
   fi
   for tool in tdgs-train tdgs-report; do
     if ! command -v "$tool" > /dev/null; then
@@ -68,10 +84,22 @@ main() {  # parsed whole before it runs: editing this file during a reproduction
   for word in ${resume[@]+--resume "$out"} ${args[@]+"${args[@]}"}; do invoked+=" $(printf %q "$word")"; done
   printf 'start\t%s\t%s; scripts/reproduce.sh%s\n' "$(date -Is)" "$(machine)" "$invoked" >> "$out/invocations.tsv"
   failed=()
-  for experiment in deck_table long_training temperature_lr temperature_init all_poolers tdgs_ablation; do
-    echo "== $experiment -> $out/$experiment"
-    if ! tdgs-train -m "experiment=$experiment" "hydra.sweep.dir=$out/$experiment" ${overrides[@]+"${overrides[@]}"} ${resume[@]+"${resume[@]}"}; then
-      failed+=("$experiment")  # finished runs stay; the report lists what is missing
+  sweep() {  # FOLDER OVERRIDE...: one sweep into $out/FOLDER, its runs shared with the others
+    local folder=$1
+    shift
+    echo "== $folder -> $out/$folder"
+    if ! tdgs-train -m "$@" "hydra.sweep.dir=$out/$folder" "reuse=$out" ${overrides[@]+"${overrides[@]}"} ${resume[@]+"${resume[@]}"}; then
+      failed+=("$folder")  # finished runs stay; the report lists what is missing
+    fi
+  }
+  for experiment in ${experiments//,/ }; do
+    sweep "$experiment" "experiment=$experiment"
+    [[ $experiment == recipe_comparison ]] || continue
+    if selected=$(tdgs-report "$out/tdgs_selection" --best-override tdgs_setting); then  # by validation accuracy
+      echo "tdgs_setting=$selected won experiment=tdgs_selection on validation"
+      sweep recipe_comparison_selected experiment=recipe_comparison pooler=tdgs "tdgs_setting=$selected"
+    else
+      failed+=(recipe_comparison_selected)
     fi
   done
   outcome=$([[ ${#failed[@]} -gt 0 ]] && echo "failed sweeps (${failed[*]})" || echo completed)

@@ -53,27 +53,28 @@ def set_rng_states(states: dict) -> None:
     random.setstate((r["version"], tuple(r["state"]), r["gauss"]))
 
 
+def _save(path: Path, state: dict, before_replacing=None) -> None:
+    """Write ``state`` to ``path`` in one step (``before_replacing()`` runs once it is written)."""
+
+    def write(partial: Path) -> None:
+        buffer = io.BytesIO()  # serialised in memory: a full disk then fails as an OSError, not inside torch
+        torch.save(state, buffer)
+        partial.write_bytes(buffer.getvalue())
+        if before_replacing is not None:
+            before_replacing()
+
+    replace_atomic(path, write)
+
+
 def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Write ``state`` as the run's checkpoint: a temporary file, then ``os.replace``; the one it
     replaces becomes the previous checkpoint."""
 
-    def write(partial: Path) -> None:
-        buffer = io.BytesIO()  # serialised in memory: a full disk then fails as an OSError, not inside torch
-        torch.save(state, buffer)
-        partial.write_bytes(buffer.getvalue())
+    def keep_previous() -> None:
         if (run_dir / CHECKPOINT).exists():
             os.replace(run_dir / CHECKPOINT, run_dir / PREVIOUS)
 
-    replace_atomic(run_dir / CHECKPOINT, write)
-
-
-def _save(path: Path, state: dict) -> None:
-    def write(partial: Path) -> None:
-        buffer = io.BytesIO()  # serialised in memory: a full disk then fails as an OSError, not inside torch
-        torch.save(state, buffer)
-        partial.write_bytes(buffer.getvalue())
-
-    replace_atomic(path, write)
+    _save(run_dir / CHECKPOINT, state, keep_previous)
 
 
 def save_best(run_dir: Path, state: dict) -> None:
@@ -88,6 +89,17 @@ def best_epoch(run_dir: Path) -> int | None:
         return int(torch.load(run_dir / BEST, map_location="cpu", weights_only=True)["epoch"])
     except Exception:  # missing, truncated, foreign
         return None
+
+
+def another_configuration(path: Path, theirs: dict, ours: dict) -> ConfigError:
+    """The one-line refusal of a run file written by another configuration: the parts (dataset,
+    model, pooler, trainer, seed) in which the identities differ."""
+    parts = [part for part in ours if theirs.get(part) != ours[part]]
+    hint = " (a run from before the validation split: dataset.val_size=0)" if "dataset" in parts else ""
+    return ConfigError(
+        f"{path} was written by another configuration (its {', '.join(parts)} differ); resume it with its "
+        f"own{hint}, or choose another folder"
+    )
 
 
 def load_checkpoint(run_dir: Path, identity: dict) -> dict | None:
@@ -106,9 +118,6 @@ def load_checkpoint(run_dir: Path, identity: dict) -> dict | None:
             log.warning(f"{path} is unreadable ({describe(error)}); skipping it")
             continue
         if state["identity"] != identity:
-            raise ConfigError(
-                f"{path} was written by another configuration ({state['identity']}), not this one ({identity}); "
-                "use a new run folder, or resume=false to start over here"
-            )
+            raise another_configuration(path, state["identity"], identity)
         return state
     return None

@@ -111,6 +111,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0  # seeds torch, numpy and random
     resume: bool = False  # continue this run folder from its last complete epoch (hydra.run.dir=...)
+    reuse: str | None = None  # a folder: a completed run of this configuration and seed below it is copied, not rerun
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
 
 

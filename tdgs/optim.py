@@ -37,21 +37,29 @@ def parameter_groups(
     return [g for g in groups if g["params"]]
 
 
-def make_optimizer(groups, kind: str = "adam", *, lr: float, device: torch.device, mode: str) -> torch.optim.Optimizer:
+def make_optimizer(
+    groups, kind: str = "adam", *, lr: float, device: torch.device, mode: str, fused: bool | None = None
+) -> torch.optim.Optimizer:
     """The optimizer ``kind`` (one of :data:`OPTIMIZERS`) over ``groups`` (from :func:`parameter_groups`,
     or parameters) as the step needs it: fused on CUDA (one kernel for all parameters; with a
     gradient scaler it unscales and skips inside that kernel, without a host sync); in graph mode
     capturable (Adam's step counts on the device) with every learning rate a device tensor, which
     the captured step reads, so that :class:`LearningRates` changes it between replays; torch's
-    default (foreach) on the CPU. Weight decay only where a group sets it."""
+    default (foreach) on the CPU (``fused``: the choice made for the device, unless given). Weight
+    decay only where a group sets it."""
     groups = list(groups)
     if groups and not isinstance(groups[0], dict):  # parameters: one group
         groups = [{"params": groups}]
     if mode == "graph":
         groups = [{**g, "lr": torch.tensor(float(g.get("lr", lr)), device=device)} for g in groups]
-    options = {"fused": True} if device.type == "cuda" else {}
+    options = {"fused": True} if (device.type == "cuda" if fused is None else fused) else {}
     if kind == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=0.0, **options)
+        sgd = torch.optim.SGD(groups, lr=lr, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=0.0, **options)
+        for parameter in (p for group in sgd.param_groups for p in group["params"]):
+            # zero momentum from the start: the same first step (buffer = gradient), but a fused step that a
+            # gradient scaler skips leaves it zero instead of the uninitialised memory fused SGD allocates
+            sgd.state[parameter]["momentum_buffer"] = torch.zeros_like(parameter)
+        return sgd
     if kind not in ("adam", "adamw"):
         raise ValueError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, but got {kind!r}")
     if device.type == "cuda":

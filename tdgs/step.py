@@ -106,7 +106,6 @@ class TrainStep:
         inputs: uint8 batch -> network input (default: scaled to [0, 1], nothing else).
         label_smoothing: of the training loss (``F.cross_entropy``'s).
         learning_rates: each step's learning rates (default: the optimizer's own, constant).
-        first_step: the steps already trained (a resumed run's), where the schedule goes on.
     """
 
     def __init__(
@@ -123,7 +122,6 @@ class TrainStep:
         inputs: Inputs | None = None,
         label_smoothing: float = 0.0,
         learning_rates: LearningRates | None = None,
-        first_step: int = 0,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, but got {precision!r}")
@@ -136,7 +134,7 @@ class TrainStep:
         self.precision, self.mode, self.device = precision, mode, device
         self.inputs, self.label_smoothing = inputs or Inputs(), label_smoothing
         self.rates = learning_rates or LearningRates(optimizer)
-        self.steps_done = first_step
+        self.steps_done = 0  # where the schedule is: a resumed run sets it
         self.scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
         self.compiled = torch.compile(model) if mode == "inductor" else None
         self.totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, correct, images, skipped steps

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 from .checkpoint import (
     BEST,
     CHECKPOINT,
+    another_configuration,
     best_epoch,
     load_checkpoint,
     rng_states,
@@ -48,6 +50,7 @@ from .results import (
     METRICS,
     SUMMARY,
     TEMPERATURES,
+    replace_atomic,
     run_status,
     write_csv_atomic,
     write_text_atomic,
@@ -161,7 +164,7 @@ def completed_run(run_dir: Path, cfg: DictConfig) -> dict | None:
     ``trainer.epochs`` epochs (or stopped early), else None: the checkpoint says which configuration
     it is (another one is refused), or, without checkpoints, the run's config.yaml."""
     summary = pd.read_csv(run_dir / SUMMARY).iloc[0].to_dict() if run_status(run_dir) == "completed" else None
-    stopped = summary is not None and summary.get("stopped_early") is True
+    stopped = summary is not None and summary.get("stopped_early") in (True, "True")
     if summary is None or (summary.get("epochs_done") != cfg.trainer.epochs and not stopped):
         return None
     state = load_checkpoint(run_dir, identity(cfg))
@@ -169,6 +172,43 @@ def completed_run(run_dir: Path, cfg: DictConfig) -> dict | None:
         return summary if state["epoch"] == summary["epochs_done"] else None
     saved = run_dir / CONFIG  # checkpoints deleted (or not copied) to save space: the run's own config says
     return summary if saved.is_file() and identity(OmegaConf.load(saved)) == identity(cfg) else None
+
+
+def check_same_configuration(run_dir: Path, cfg: DictConfig) -> None:
+    """A completed run is continued only with its own configuration (its config.yaml says which),
+    never replaced by another one: a one-line ConfigError naming what differs."""
+    saved = run_dir / CONFIG
+    if saved.is_file() and (theirs := identity(OmegaConf.load(saved))) != identity(cfg):
+        raise another_configuration(saved, theirs, identity(cfg))
+
+
+def same_run_below(root: Path, cfg: DictConfig, run_dir: Path) -> Path | None:
+    """A folder below ``root``, other than ``run_dir``, holding a completed run of this
+    configuration and seed (:func:`completed_run`; read from its config.yaml, not its checkpoints)."""
+    for config in sorted(root.rglob(CONFIG)):
+        folder = config.parent
+        if ".hydra" in folder.parts or folder.resolve() == run_dir.resolve() or run_status(folder) != "completed":
+            continue
+        try:
+            if identity(OmegaConf.load(config)) != identity(cfg):
+                continue
+        except Exception:  # unreadable, or written by something else
+            continue
+        if completed_run(folder, cfg) is not None:
+            return folder
+    return None
+
+
+def copy_run(source: Path, run_dir: Path, cfg: DictConfig) -> dict:
+    """Make ``run_dir`` a copy of ``source``'s completed run (its results and best weights, not its
+    checkpoints), with this run's config.yaml and ``copied_from`` in summary.csv; its summary."""
+    for name in (METRICS, TEMPERATURES, BEST):
+        if (source / name).is_file():
+            replace_atomic(run_dir / name, lambda partial, name=name: shutil.copyfile(source / name, partial))
+    write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    summary = pd.read_csv(source / SUMMARY).iloc[0].to_dict() | {"copied_from": str(source.resolve())}
+    write_csv_atomic(run_dir / SUMMARY, [summary])  # last: the folder counts as a run once it is whole
+    return summary
 
 
 def wants_resume(cfg: DictConfig) -> bool:
@@ -253,6 +293,7 @@ class Run:
     probe: torch.Tensor  # test images for input-dependent pooler summaries (gated)
     metrics: list[dict]  # one row per finished epoch
     initial_temperatures: pd.DataFrame  # TDGS: every temperature before training (temperatures.csv's initial)
+    steps_per_epoch: int  # optimizer steps of an epoch (the schedule counts them)
     first_epoch: int = 1
 
 
@@ -289,12 +330,17 @@ def set_up(cfg: DictConfig, summary: dict) -> Run:
         inputs=inputs, label_smoothing=trainer.label_smoothing, learning_rates=rates,
     )  # fmt: skip
     probe = inputs(data.test_images[: trainer.probe_size], training=False)
-    return Run(data, inputs, model, optimizer, step, probe, metrics=[], initial_temperatures=temperature_table(model))
+    return Run(data, inputs, model, optimizer, step, probe, [], temperature_table(model), steps)
 
 
 def resume(run: Run, cfg: DictConfig, run_dir: Path, summary: dict) -> None:
     """Continue from the last complete epoch of ``run_dir``'s checkpoint, if it has a usable one."""
     state = load_checkpoint(run_dir, identity(cfg))
+    if state is None and run_status(run_dir) == "completed":  # never trained over
+        raise ConfigError(
+            f"{run_dir} holds a completed run but no usable checkpoint to continue it from; "
+            "choose another folder to train this configuration"
+        )
     if state is None:
         log.info(f"resume: no usable checkpoint in {run_dir}; starting from scratch")
         return
@@ -309,7 +355,7 @@ def resume(run: Run, cfg: DictConfig, run_dir: Path, summary: dict) -> None:
         run.step.scaler.load_state_dict(state["scaler"])
     set_rng_states(state["rng"])
     run.metrics, run.first_epoch = list(state["metrics"]), state["epoch"] + 1
-    run.step.steps_done = state["epoch"] * math.ceil(len(run.data.train_labels) / cfg.trainer.batch_size)
+    run.step.steps_done = state["epoch"] * run.steps_per_epoch
     summary.update(state["summary"])
     summary.update(best_validation(run.metrics))
     write_csv_atomic(run_dir / METRICS, run.metrics)  # exactly the finished epochs
@@ -320,14 +366,20 @@ def resume(run: Run, cfg: DictConfig, run_dir: Path, summary: dict) -> None:
 def keep_best_consistent(run: Run, epoch: int, run_dir: Path, summary: dict) -> None:
     """After a resume from ``epoch``: checkpoint_best.pt must hold the best validation epoch so far.
     A run stopped between writing an epoch's checkpoint and its new best weights left the older
-    best there: the resumed weights are the best ones then, so they are written."""
+    best there: the resumed weights are the best ones then, so they are written. Weights of an epoch
+    after the resumed one (a damaged last checkpoint made the resume fall back) are removed."""
+    saved = best_epoch(run_dir)
+    if saved is not None and saved > epoch:
+        (run_dir / BEST).unlink()
+        log.warning(f"{run_dir / BEST} held epoch {saved}, which the resume from epoch {epoch} drops; removed")
+        saved = None
     best = summary["best_val_epoch"]
-    if math.isnan(best) or best_epoch(run_dir) == best:
+    if math.isnan(best) or saved == best:
         return
     if best == epoch:
         save_best(run_dir, best_state(run, run.metrics[-1]))
     else:
-        log.warning(f"{run_dir / BEST} does not hold the best validation epoch {best} (resumed after epoch {epoch})")
+        log.warning(f"{run_dir / BEST} lacks the best validation epoch {best}; the next better epoch writes it")
 
 
 def best_state(run: Run, row: dict) -> dict:
@@ -461,6 +513,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         if not record.owned and (done := completed_run(run_dir, cfg)) is not None:  # resuming a sweep: left as it is
             log.info(f"{run_dir} already completed these {cfg.trainer.epochs} epochs; nothing to do")
             return done
+        if not record.owned and run_status(run_dir) == "completed":
+            check_same_configuration(run_dir, cfg)
+        if record.owned and cfg.get("reuse") and (source := same_run_below(Path(cfg.reuse), cfg, run_dir)):
+            record.owned = False  # the copy writes its own summary.csv
+            log.info(f"{source} already ran this configuration and seed; copied, not trained again")
+            return copy_run(source, run_dir, cfg)
         run = set_up(cfg, summary)
         if wants_resume(cfg):
             resume(run, cfg, run_dir, summary)

@@ -70,6 +70,26 @@ def test_the_optimizers_are_torchs_with_the_recipes_settings():
         make_optimizer(groups, "lion", lr=0.1, device=CPU, mode="none")
 
 
+def test_sgd_momentum_survives_a_skipped_first_step_of_a_fused_step():
+    """Fused SGD (CUDA's) allocates its momentum uninitialised at its first step and leaves it so
+    when a gradient scaler skips that step (16-mixed overflows often do): ours starts at zero."""
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(1000))
+    reference = torch.nn.Parameter(weight.detach().clone())
+    sgd = make_optimizer([weight], "sgd", lr=0.1, device=CPU, mode="none", fused=True)  # CUDA's kind, on the CPU
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(weight.sum()).backward()
+    weight.grad.fill_(math.inf)  # overflow: skipped
+    scaler.step(sgd)
+    scaler.update()
+    weight.grad, gradient = None, torch.randn(1000)
+    scaler.scale((weight * gradient).sum()).backward()
+    scaler.step(sgd)
+    reference.grad = gradient
+    torch.optim.SGD([reference], lr=0.1, momentum=0.9, nesterov=True).step()  # the first step only
+    assert torch.allclose(weight, reference)
+
+
 def test_the_schedule_warms_up_linearly_then_follows_a_cosine_to_zero():
     params = [torch.nn.Parameter(torch.zeros(1))]
     optimizer = torch.optim.SGD([{"params": params, "lr": 0.2}, {"params": [], "lr": 2.0}], lr=0.2)
@@ -208,6 +228,26 @@ def test_graph_replays_follow_the_schedule_as_eager_steps_do(monkeypatch, kind):
     mine = torch.cat([p.flatten() for p in graph.model.parameters()])
     theirs = torch.cat([p.flatten() for p in eager.model.parameters()])
     assert torch.linalg.vector_norm(mine - theirs) <= 1e-3 * torch.linalg.vector_norm(theirs)
+
+
+@cuda
+@pytest.mark.parametrize("kind", ["adamw", "sgd"])
+def test_the_modern_recipe_trains_in_16_mixed_graph_mode(tmp_path, kind):
+    """Fused optimizers with a gradient scaler that skips the first steps (scale 65536 overflows)."""
+    args = [
+        "dataset=synthetic",
+        "dataset.train_size=1000",
+        "dataset.test_size=200",
+        "trainer=modern",
+        "trainer.epochs=3",
+    ]
+    args += [f"trainer.optimizer={kind}", "trainer.lr=0.01", "trainer.weight_decay=5e-4", "trainer.precision=16-mixed"]
+    summary = train(compose_config(*args, "device=cuda", "trainer.compile=graph", "trainer.progress=false"), tmp_path)
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert (summary["status"], summary["compile"]) == ("completed", "graph") and metrics.train_loss.map(
+        math.isfinite
+    ).all()
+    assert metrics.val_acc.iloc[-1] > 50  # it learnt
 
 
 @cuda

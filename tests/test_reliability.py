@@ -203,7 +203,8 @@ def test_nan_loss_fails_the_run_and_keeps_finished_epochs(tmp_path, monkeypatch)
 
 
 def test_a_damaged_checkpoint_falls_back_to_the_previous_one_then_to_a_clean_start(tmp_path, caplog):
-    """In this process, through train() (resuming is train()'s; the tests above run the command)."""
+    """In this process, through train() (resuming is train()'s; the tests above run the command); a
+    completed run is never started over."""
     run = tmp_path / "run"
     args = [*SMALL, "dataset.train_size=256", "pooler=max", f"paths.data_dir={tmp_path / 'data'}"]
     assert train(compose_config(*args, "trainer.epochs=2"), run)["status"] == "completed"
@@ -216,6 +217,12 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one_then_to_a_clean_sta
     assert pd.read_csv(run / "metrics.csv").epoch.tolist() == [1, 2, 3]
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):
         (run / name).write_bytes(b"not a checkpoint")
+    before = {name: (run / name).read_bytes() for name in ("summary.csv", "metrics.csv")}
+    with pytest.raises(ConfigError, match="holds a completed run but no usable checkpoint to continue it from"):
+        train(compose_config(*args, "trainer.epochs=4", "resume=true"), run)  # a finished run is never trained over
+    assert {name: (run / name).read_bytes() for name in before} == before
+    summary = pd.read_csv(run / "summary.csv").assign(status="interrupted")  # a run killed before it finished
+    summary.to_csv(run / "summary.csv", index=False)
     caplog.clear()
     assert train(compose_config(*args, "trainer.epochs=2", "resume=true"), run)["status"] == "completed"
     assert "starting from scratch" in caplog.text
@@ -253,6 +260,10 @@ def test_a_run_folder_is_never_overwritten_by_a_refused_start(tmp_path):
     }
     refusals = [
         (["trainer.epochs=2"], "already holds a run; resume=true continues it"),  # a fresh start
+        (
+            ["trainer.epochs=2", "resume=true", "dataset.val_size=0"],
+            r"was written by another configuration \(its dataset differ\); resume it with its own \(a run from before",
+        ),
         (["trainer.epochs=3", "resume=true", "trainer.lr=0.1"], "was written by another configuration"),
         (["trainer.epochs=3", "resume=true", "seed=5"], "was written by another configuration"),
         (["trainer.epochs=1", "resume=true"], "trainer.epochs=1 but"),

@@ -128,6 +128,24 @@ def test_an_older_config_yaml_still_merges_and_a_run_without_one_never_does(swee
     assert str(tmp_path / "bare") in set(runs.summaries.folder)  # its configuration cannot be told: counted
 
 
+def test_a_validation_split_is_its_images_not_how_it_was_asked_for(sweep, tmp_path):
+    """val_size as a fraction or as its count is one split; without one, split_seed means nothing."""
+    original = next(p for p in (sweep / "runs").glob("*tdgs_seed0"))
+    held_out = int(pd.read_csv(original / "summary.csv").val_size[0])
+    variants = {"count": {"val_size": held_out}, "none_a": {"val_size": 0}, "none_b": {"val_size": 0, "split_seed": 1}}
+    for name, values in variants.items():
+        shutil.copytree(original, tmp_path / name, ignore=shutil.ignore_patterns("checkpoint*"))
+        config = OmegaConf.load(tmp_path / name / "config.yaml")
+        config.dataset.update(values)
+        OmegaConf.save(config, tmp_path / name / "config.yaml")
+        if values["val_size"] == 0:  # as such a run writes it
+            pd.read_csv(original / "summary.csv").assign(val_size=0).to_csv(
+                tmp_path / name / "summary.csv", index=False
+            )
+    runs = collect([original.parent, tmp_path])
+    assert sorted(runs.duplicates.folder.map(lambda f: Path(f).name)) == ["count", "none_b"]
+
+
 def test_report_writes_every_table_and_figure(sweep, tmp_path):
     out = tmp_path / "report"
     done = subprocess.run(
@@ -169,6 +187,15 @@ def test_report_writes_every_table_and_figure(sweep, tmp_path):
     figures = ("training_curves.png", "accuracy_vs_t0.png", "temperatures_synthetic_2ep_val26of256.png")
     for figure in (*figures, "temperature_trajectory_synthetic_2ep_val26of256.png"):
         assert (out / figure).stat().st_size > 10_000
+
+
+def test_the_best_override_is_chosen_on_validation(sweep):
+    from tdgs.report.main import best_override, main
+
+    runs = collect([sweep / "runs"]).summaries
+    means = runs.groupby("pooler").best_val_acc.mean()
+    assert best_override([sweep / "runs"], "pooler") == means.idxmax()  # the sweep's pooler=max,tdgs
+    assert main([str(sweep / "runs_t0"), "--best-override", "pooler"]) == 2  # trained in-process: no overrides.yaml
 
 
 def test_temperatures_csv_keeps_the_initial_draw_and_the_report_the_change(sweep):
@@ -285,15 +312,20 @@ def test_best_marks_are_chosen_on_validation_and_say_so_without_it(tmp_path):
             _write_run(tmp_path / "old" / f"{t0}_{seed}", t0=t0, seed=seed, test_acc=test + seed)
     from tdgs.report.tables import temperature_init_table
 
-    numbers, text = temperature_init_table(collect([tmp_path]))
+    numbers, text = temperature_init_table(collect([tmp_path]))  # two tables: with a validation split, without
     rows = numbers.set_index(["validation", "t0"])
     assert rows.loc[("val 100 of 1000", 2.0), "best"] and not rows.loc[("val 100 of 1000", 0.5), "best"]
     assert rows.loc[("no validation", 0.5), "best"] and rows.loc[("no validation", 0.5), "selected_by"] == "test"
-    assert "95.50 ± 0.71 (2) **best** (by test accuracy, no validation split)" in text
-    assert "90.50 ± 0.71 (2) **best** |" in text  # by validation: the plain mark
-    assert text.startswith("*Final-epoch test accuracy (not every run has a validation split)")
+    assert rows.loc[("val 100 of 1000", 0.5), "mean"] == 94.5 and rows.loc[("no validation", 0.5), "mean"] == 95.5
+    validated, without = text.split("\n\n*")
+    assert validated.startswith("*Test accuracy at each run's best validation epoch, mean ± std over seeds (n); best "
+                                "marks chosen by validation accuracy.*")  # fmt: skip
+    assert "89.50 ± 0.71 (2) **best** |" in validated  # by validation: the plain mark
+    assert without.startswith("Final-epoch test accuracy (no validation split), mean ± std over seeds (n); best marks "
+                              "chosen by test accuracy.*")  # fmt: skip
+    assert "95.50 ± 0.71 (2) **best** (by test accuracy, no validation split)" in without
     numbers, text = temperature_init_table(collect([tmp_path / "val"]))
-    assert text.startswith("*Test accuracy at each run's best validation epoch")
+    assert text.startswith("*Test accuracy at each run's best validation epoch") and "\n\n*" not in text
     assert numbers.best.tolist() == [False, True] and numbers["mean"].tolist() == [94.5, 89.5]  # the selected epochs
     numbers, text = temperature_init_table(collect([tmp_path / "val"]), "final")
     assert text.startswith("*Final-epoch test accuracy,") and numbers["mean"].tolist() == [95.5, 90.5]

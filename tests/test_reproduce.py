@@ -14,16 +14,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "scripts" / "reproduce.sh")
 EXPECTED = {
     "deck_table": 2,
+    "tdgs_selection": 5,
+    "recipe_comparison": 6,
+    "recipe_comparison_selected": 2,
     "long_training": 2,
     "temperature_lr": 3,
     "temperature_init": 9,
     "all_poolers": 7,
     "tdgs_ablation": 18,
 }
-# seed 0 only (the smoke's seeds 0 and 1 double the time): of these 41 runs, 5 repeat another's
-# configuration and seed (all_poolers' max and TDGS are the defaults with a validation split, and so are
-# long_training's two at 1 epoch, theta_lr_scale 1, t0 1 and the ablation's defaults; the deck's table
-# trains on the whole training set), so 36 count
+# seed 0 only (the smoke's seeds 0 and 1 double the time): of these 54 runs, 13 repeat another's
+# configuration and seed at 1 epoch (TDGS's defaults with a validation split in tdgs_selection, the
+# recipe comparison, long_training, temperature_lr, temperature_init, all_poolers and the ablation; the
+# selected setting's; t0 0.1, theta_lr_scale 100 and one T per layer from tdgs_selection; max and gated
+# from the recipe comparison), so 41 count, and the 13 are copies, not trained again
 
 
 def test_a_killed_smoke_reproduction_resumes_to_every_run_once_and_the_report(tmp_path):
@@ -42,7 +46,7 @@ def test_a_killed_smoke_reproduction_resumes_to_every_run_once_and_the_report(tm
         start_new_session=True,
     )
     deadline = time.time() + 600
-    # deck_table, long_training done, temperature_lr under way (its 10x run done: an identity that is no default)
+    # deck_table done, tdgs_selection under way (its t0 = 0.1 and one-T-per-layer runs done: no defaults)
     while len(list(out.rglob("summary.csv"))) < 6:
         assert started.poll() is None and time.time() < deadline, "the reproduction ended before it was killed"
         time.sleep(0.1)
@@ -57,10 +61,16 @@ def test_a_killed_smoke_reproduction_resumes_to_every_run_once_and_the_report(tm
     for metrics in out.rglob("metrics.csv"):
         assert pd.read_csv(metrics).epoch.tolist() == [1], metrics  # every epoch once
     report = (out / "report" / "report.md").read_text()
-    assert "36 completed runs" in report and "5 more runs repeated the configuration and seed" in report
+    assert "41 completed runs" in report and "13 more runs repeated the configuration and seed" in report
     assert "None: every run folder completed" in report
-    deck = pd.read_csv(out / "report" / "deck_table.csv")  # TDGS seed 0 ran 5 times with validation: once
-    assert deck.n.tolist() == [1, 1, 1, 1] and deck.validation.tolist() == ["no validation"] * 2 + ["val 26 of 256"] * 2
+    copies = [pd.read_csv(path).iloc[0] for path in out.rglob("summary.csv")]
+    copies = [row for row in copies if isinstance(row.get("copied_from"), str)]
+    assert len(copies) == 13 and all(Path(row.copied_from).is_dir() for row in copies)  # trained once, copied after
+    duplicates = pd.read_csv(out / "report" / "duplicates.csv")
+    assert len(duplicates) == 13 and (duplicates.test_acc == duplicates.kept_test_acc).all()
+    deck = pd.read_csv(out / "report" / "deck_table.csv")  # TDGS seed 0 ran 9 times with validation: once
+    assert deck.n.tolist() == [1] * 6 and deck.validation.tolist() == ["val 26 of 256"] * 4 + ["no validation"] * 2
+    assert "won experiment=tdgs_selection on validation" in done.stdout
     configurations = pd.read_csv(out / "report" / "configurations.csv")
     assert {"normalize", "eval_mode", "granularity", "t0"} <= set(configurations.columns)
     assert (out / "report" / "accuracy_vs_t0.png").exists()

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 import tdgs.train
 from tdgs.cli import CONF_DIR, train_main
 from tdgs.data import load_dataset
-from tdgs.data.inputs import Inputs
+from tdgs.data.inputs import Inputs, channel_stats
 from tdgs.networks import build_model
 from tdgs.train import evaluate, train
 
@@ -38,6 +38,9 @@ def test_the_selected_result_is_the_test_accuracy_of_the_best_validation_epoch(t
     data = load_dataset("synthetic", train_size=400, test_size=128, val_size=0.1)
     model = build_model("deck_cnn", "max", data.image_shape, 10)
     model.load_state_dict(saved["model"])
+    mean, std = channel_stats(data.train_images)  # the training split's, not train + validation's
+    assert torch.allclose(saved["inputs"]["mean"], mean) and torch.allclose(saved["inputs"]["std"], std)
+    assert not torch.allclose(mean, channel_stats(torch.cat([data.train_images, data.val_images]))[0], atol=1e-7)
     inputs = Inputs(**saved["inputs"])  # the normalisation the weights expect
     _, val_acc = evaluate(model, data.val_images, data.val_labels, 1000, inputs=inputs)
     assert val_acc == pytest.approx(best.val_acc)  # the best epoch's own weights
@@ -61,7 +64,7 @@ def _script_validation(monkeypatch, accuracies):
 
     def scripted(model, images, labels, *args, **kwargs):
         loss, acc = real(model, images, labels, *args, **kwargs)
-        is_val = len(labels) != 128  # the test split has 128 images here
+        is_val = 0 < len(labels) != 128  # the test split has 128 images here; none held out: no validation
         return (loss, left.pop(0)) if is_val else (loss, acc)
 
     monkeypatch.setattr(tdgs.train, "evaluate", scripted)
@@ -102,7 +105,24 @@ def test_a_run_stopped_between_its_checkpoint_and_its_best_weights_resumes_them(
     assert all(torch.equal(saved["model"][k], last["model"][k]) for k in saved["model"])
 
 
-def test_a_sweeper_is_given_the_best_validation_accuracy_never_test(tmp_path):
+def test_best_weights_of_an_epoch_a_resume_drops_are_removed(tmp_path, monkeypatch):
+    """A damaged last checkpoint makes a resume fall back to the epoch before it: best weights
+    written by the dropped epoch are no weights of this run any more."""
+    _script_validation(monkeypatch, [50.0, 60.0, 70.0])
+    train(compose_config(*RUN, "trainer.epochs=3"), tmp_path)
+    assert torch.load(tmp_path / "checkpoint_best.pt", weights_only=True)["epoch"] == 3
+    epoch_2 = torch.load(tmp_path / "checkpoint.prev.pt", weights_only=True)["model"]
+    (tmp_path / "checkpoint.pt").write_bytes(b"damaged")
+    monkeypatch.undo()
+    _script_validation(monkeypatch, [55.0])  # epoch 3 again, worse than epoch 2 this time
+    summary = train(compose_config(*RUN, "trainer.epochs=3", "resume=true"), tmp_path)
+    saved = torch.load(tmp_path / "checkpoint_best.pt", weights_only=True)
+    assert summary["best_val_epoch"] == saved["epoch"] == 2
+    assert all(torch.equal(saved["model"][k], epoch_2[k]) for k in epoch_2)
+
+
+def test_a_sweeper_is_given_the_best_validation_accuracy_never_test(tmp_path, monkeypatch):
+    _script_validation(monkeypatch, [41.0, 42.5])
     for extra, expect_nan in (([], False), (["dataset.val_size=0"], True)):
         with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
             overrides = [*RUN, "trainer.epochs=2", *extra, f"hydra.run.dir={tmp_path / str(expect_nan)}"]
@@ -118,4 +138,4 @@ def test_a_sweeper_is_given_the_best_validation_accuracy_never_test(tmp_path):
         if expect_nan:
             assert math.isnan(returned)
         else:
-            assert returned == summary.best_val_acc and returned != summary.test_acc_at_best_val
+            assert returned == summary.best_val_acc == 42.5  # the scripted validation accuracy of epoch 2

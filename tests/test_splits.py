@@ -85,7 +85,13 @@ def test_digits_validation_comes_out_of_its_training_part():
     assert all(tuple(image.flatten().tolist()) in pool for image in held.val_images)
 
 
+def test_a_fraction_rounds_halves_up_and_never_to_no_image():
+    assert [validation_count(0.1, n) for n in (25, 35, 44, 1437)] == [3, 4, 4, 144]
+    assert validation_count(0.01, 50) == 1  # 0.5 image: one
+
+
 BAD = [
+    (0.0003, "dataset.val_size=0.0003 holds out 0 of the 50 training images; use 0 (none) or at least 0.02"),
     (1.5, "dataset.val_size must be a fraction in [0, 1) or a whole number of images, but got 1.5"),
     (-0.1, "dataset.val_size must be a fraction in [0, 1) or a whole number of images, but got -0.1"),
     (50, "dataset.val_size=50 images, but the training set has only 50; hold out fewer"),

@@ -57,11 +57,17 @@ def check_val_size(val_size: object) -> None:
 
 
 def validation_count(val_size: float, train_count: int) -> int:
-    """Images ``val_size`` holds out of ``train_count``: a fraction in [0, 1) of them, rounded, or
-    a whole number of images (1 and more), fewer than ``train_count``."""
+    """Images ``val_size`` holds out of ``train_count``: a fraction in [0, 1) of them, rounded (at
+    least one unless 0), or a whole number of images (1 and more), fewer than ``train_count``."""
     check_val_size(val_size)
     if val_size < 1:
-        return round(val_size * train_count)
+        count = math.floor(val_size * train_count + 0.5)  # halves up
+        if val_size > 0 and count == 0:
+            raise ConfigError(
+                f"dataset.val_size={val_size} holds out 0 of the {train_count} training images; "
+                f"use 0 (none) or at least {1 / train_count:.2g}"
+            )
+        return count
     if val_size >= train_count:
         raise ConfigError(
             f"dataset.val_size={int(val_size)} images, but the training set has only {train_count}; "

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from ..config import CONF_DIR, DATASET_SCHEMAS, POOLER_SCHEMAS, TrainerConfig
+from .. import train
+from ..config import CONF_DIR, DATASET_SCHEMAS, POOLER_SCHEMAS
 from ..pooling import POOLERS
 from ..results import CONFIG, METRICS, SUMMARY, TEMPERATURES
 from ..train import TRAINER_COLUMNS
@@ -20,7 +21,7 @@ from ..train import TRAINER_COLUMNS
 _ALL_OPTIONS = dict.fromkeys(f.name for s in POOLER_SCHEMAS.values() for f in fields(s) if f.name != "name")
 OPTIONS = tuple(sorted(_ALL_OPTIONS, key=lambda o: o in ("kernel_size", "stride", "padding")))  # the window last
 # the optimisation's defaults (the deck's recipe), for summaries and config.yaml files from before an option existed
-TRAINER_DEFAULTS = {f.name: f.default for f in fields(TrainerConfig) if f.name in (*TRAINER_COLUMNS, "precision")}
+TRAINER_DEFAULTS = {k: v for k, v in train.TRAINER_DEFAULTS.items() if k in (*TRAINER_COLUMNS, "precision")}
 RECIPE = tuple(k for k in TRAINER_COLUMNS if k != "theta_lr_scale")  # how a network is trained: part of its setting
 DEFAULT_OPTIMISATION = ("theta_lr_scale", "precision")  # a default run has these at their defaults too
 # a run's validation split and inputs, as summary.csv and config.yaml files from before validation had them
@@ -67,20 +68,26 @@ def _read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
-def configuration_key(folder: Path) -> str:
+def configuration_key(folder: Path, held_out: int | None = None) -> str:
     """A run's configuration and length, from its config.yaml, as sorted JSON: the dataset and its
     options (not where it lives; its validation split), the network, the pooler and every option,
     the optimisation (:data:`TRAINER_DEFAULTS`) and ``trainer.epochs``; options an older
     config.yaml lacks take the values it ran with (today's defaults, but no validation split).
-    Not the device, compile mode or determinism: they change how, not what, is computed. A run
-    whose config.yaml cannot be read is a configuration of its own."""
+    The validation split is the number of images ``held_out`` (summary.csv's ``val_size``: a
+    fraction and its count are one split) and its seed, or nothing when none is held out. Not the
+    device, compile mode or determinism: they change how, not what, is computed. A run whose
+    config.yaml cannot be read is a configuration of its own."""
     try:
         cfg = OmegaConf.to_container(OmegaConf.load(folder / CONFIG), resolve=True)
         dataset, pooler, trainer = cfg["dataset"], cfg["pooler"], cfg["trainer"]
         data_defaults = {f.name: f.default for f in fields(DATASET_SCHEMAS[dataset["name"]]) if f.name not in _WHERE}
         data_defaults |= {"val_size": 0, "normalize": False}  # what a config.yaml without them ran
+        data = data_defaults | {k: v for k, v in dataset.items() if k not in _WHERE}
+        data["val_size"] = data["val_size"] if held_out is None or pd.isna(held_out) else int(held_out)
+        if not data["val_size"]:
+            data = {k: v for k, v in data.items() if k not in ("val_size", "split_seed")}
         key = {
-            "dataset": data_defaults | {k: v for k, v in dataset.items() if k not in _WHERE},
+            "dataset": data,
             "model": cfg.get("model", {}).get("name", "deck_cnn"),
             "pooler": default_options(pooler["name"]) | pooler,
             "trainer": TRAINER_DEFAULTS | {k: trainer[k] for k in (*TRAINER_DEFAULTS, "epochs") if k in trainer},
@@ -150,7 +157,7 @@ def collect(roots: list[Path]) -> Runs:
             )
             continue
         summary = {"folder": name, "model": "deck_cnn", **summary}  # runs from before model= had the deck's CNN
-        summaries.append({**summary, "configuration": configuration_key(folder)})
+        summaries.append({**summary, "configuration": configuration_key(folder, summary.get("val_size"))})
         metrics.append(epochs.assign(folder=name))
         if summary["pooler"] == "tdgs":
             try:

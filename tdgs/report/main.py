@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from ..results import write_csv_atomic, write_text_atomic
 from . import plots
@@ -63,6 +64,28 @@ def build_report(roots: list[Path], out: Path, metric: str = "selected") -> str:
     return report
 
 
+def best_override(roots: list[Path], key: str) -> str:
+    """The value of the command-line override ``key`` (each run's ``.hydra/overrides.yaml``) whose
+    completed runs below ``roots`` have the highest mean best validation accuracy; a ValueError when
+    no run with a validation split was given that override."""
+    runs = collect(roots).summaries
+    scores: dict[str, list[float]] = {}
+    for folder, accuracy in zip(runs.get("folder", []), runs.get("best_val_acc", [])):
+        overrides = Path(folder, ".hydra", "overrides.yaml")
+        values = (
+            [o.split("=", 1)[1] for o in OmegaConf.load(overrides) if o.startswith(f"{key}=")]
+            if overrides.is_file()
+            else []
+        )
+        if values and pd.notna(accuracy):
+            scores.setdefault(values[0], []).append(accuracy)
+    if not scores:
+        raise ValueError(
+            f"no completed run with a validation split below {', '.join(map(str, roots))} was given {key}=..."
+        )
+    return max(scores, key=lambda value: sum(scores[value]) / len(scores[value]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tdgs-report", description=__doc__.splitlines()[0])
     parser.add_argument("roots", nargs="+", type=Path, help="folders holding run folders (searched recursively)")
@@ -74,11 +97,24 @@ def main(argv: list[str] | None = None) -> int:
         help="selected (default): each run's test accuracy at its best validation epoch, where every run of a table "
         "has a validation split (else the final epoch's); final: the final epoch's",
     )
+    parser.add_argument(
+        "--best-override",
+        metavar="KEY",
+        help="print only the value of the sweep override KEY whose runs have the best mean validation accuracy "
+        "(how scripts/reproduce.sh picks the TDGS setting of the recipe comparison)",
+    )
     args = parser.parse_args(argv)
     missing = [str(r) for r in args.roots if not r.is_dir()]
     if missing:
         print(f"tdgs-report: not a folder: {', '.join(missing)}", file=sys.stderr)
         return 2
+    if args.best_override:
+        try:
+            print(best_override(args.roots, args.best_override))
+        except ValueError as error:
+            print(f"tdgs-report: {error}", file=sys.stderr)
+            return 2
+        return 0
     out = args.out or (args.roots[0] / "report" if len(args.roots) == 1 else Path("outputs/report"))
     print(build_report(args.roots, out, args.metric))
     print(f"report written to {out}/ (report.md, one CSV per table, PNG figures)")

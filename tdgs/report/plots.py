@@ -79,8 +79,8 @@ def accuracy_vs_t0(numbers: pd.DataFrame, path: Path) -> Path | None:
         line = ax.errorbar(
             d.t0, d["mean"], yerr=d["std"].fillna(0), marker="o", capsize=3, label=setting_label(*setting)
         )
-        best = d[d.best].iloc[0]
-        ax.scatter([best.t0], [best["mean"]], s=120, facecolors="none", edgecolors=line[0].get_color(), zorder=3)
+        for best in d[d.best].itertuples():  # none where nothing could be chosen
+            ax.scatter([best.t0], [best.mean], s=120, facecolors="none", edgecolors=line[0].get_color(), zorder=3)
     ax.set_xscale("log")
     ax.set_xticks(sorted(numbers.t0.unique()))
     ax.set_xticklabels([f"{v:g}" for v in sorted(numbers.t0.unique())])

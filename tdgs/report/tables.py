@@ -1,10 +1,11 @@
 """The report's tables (docs/reproducing.md): each as a CSV frame (numbers) and Markdown (text).
 
-Which accuracy a table reports (``metric``): ``selected``, the test accuracy of each run's best
-validation epoch when every run of the table has a validation split, else the final epoch's
-(``final``, or ``selected`` falling back); the table's first line says which. Every "best" mark
-(t0, theta_lr_scale, ablation setting, pooler) is chosen by validation accuracy; in a setting
-without a validation split, by test accuracy, and the mark says so."""
+Runs with a validation split and runs without it are in separate tables (each section holds one of
+each kind it has). Which accuracy a table reports (``metric``): ``selected``, the test accuracy of
+each run's best validation epoch when every run of the table has a validation split, else the final
+epoch's (``final``, or ``selected`` falling back); the table's first line says which. Every "best"
+mark (t0, theta_lr_scale, ablation setting, pooler) is chosen by validation accuracy; in a table
+without a validation split, by test accuracy, and the mark and the first line say so."""
 
 from __future__ import annotations
 
@@ -25,8 +26,13 @@ from .collect import (
 )
 from .stats import cell, mean_std, welch
 
-# The deck's single runs (10 epochs, t0 = 1).
-DECK = {("mnist", "max"): 98.96, ("mnist", "tdgs"): 99.24, ("cifar10", "max"): 70.37, ("cifar10", "tdgs"): 72.89}
+# The deck's single runs: its CNN and recipe, 10 epochs, no validation split, t0 = 1; keyed by setting and pooler.
+_DECK_SETTING = ("deck_cnn", 10, "default", "no validation")
+DECK = {
+    (data, *_DECK_SETTING, pooler): accuracy
+    for (data, pooler), accuracy in {("mnist", "max"): 98.96, ("mnist", "tdgs"): 99.24, ("cifar10", "max"): 70.37,
+                                     ("cifar10", "tdgs"): 72.89}.items()
+}  # fmt: skip
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -50,7 +56,8 @@ def accuracy(frame: pd.DataFrame, metric: str) -> tuple[str, str]:
         raise ValueError(f"metric must be one of {', '.join(map(repr, METRICS))}, but got {metric!r}")
     if metric == "selected" and len(frame) and (frame.val_size > 0).all():
         return "test_acc_at_best_val", "test accuracy at each run's best validation epoch"
-    why = " (not every run has a validation split)" if metric == "selected" and len(frame) else ""
+    why = " (not every run has a validation split)" if metric == "selected" and (frame.val_size > 0).any() else ""
+    why = " (no validation split)" if metric == "selected" and not why else why
     return "test_acc", f"final-epoch test accuracy{why}"
 
 
@@ -73,9 +80,31 @@ def best_mark(row) -> str:
     return BEST_MARKS[row["selected_by"]] if row["best"] else ""
 
 
-def heading(what: str) -> str:
-    """The line above a table: which accuracy it reports, and how "best" is chosen."""
-    return f"*{what[0].upper()}{what[1:]}, mean ± std over seeds (n); best marks chosen by validation accuracy.*\n\n"
+MARKED_BY = {"validation": "best marks chosen by validation accuracy", "test": "best marks chosen by test accuracy"}
+
+
+def heading(what: str, marks: set[str]) -> str:
+    """The line above a table: which accuracy it reports, and on what its "best" marks (if any) are chosen."""
+    chosen = "".join(f"; {MARKED_BY[m]}" for m in sorted(marks, reverse=True))
+    return f"*{what[0].upper()}{what[1:]}, mean ± std over seeds (n){chosen}.*\n\n"
+
+
+def by_validation(frame: pd.DataFrame, metric: str, build) -> tuple[pd.DataFrame, str]:
+    """``build(part, column) -> (numbers, text)`` for the runs with a validation split and for those
+    without, each a table of its own under its own :func:`heading`: the numbers stacked, with the
+    summary column each reports (``accuracy``), and the texts one after the other."""
+    numbers, texts = [], []
+    for part in (frame[frame.val_size > 0], frame[~(frame.val_size > 0)]) if len(frame) else ():
+        if part.empty:
+            continue
+        column, what = accuracy(part, metric)
+        table, text = build(part, column)
+        marks = set(table.selected_by[table.best]) if "best" in table else set()
+        numbers.append(table.assign(accuracy=column))
+        texts.append(heading(what, marks) + text)
+    if not numbers:
+        return pd.DataFrame(), "(no runs)"
+    return pd.concat(numbers, ignore_index=True), "\n\n".join(texts)
 
 
 def _settings(frame: pd.DataFrame) -> list[tuple]:
@@ -119,44 +148,48 @@ COMPARISON = [*SETTING, "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high
               "select", "selected_by", "best"]  # fmt: skip
 
 
-def _comparison(runs: Runs, metric: str, poolers: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def _comparison(
+    runs: Runs, metric: str, poolers: list[str] | None = None, deck: bool = False
+) -> tuple[pd.DataFrame, str]:
     """Per setting, each pooler (default options; all of them, or ``poolers``) with its difference
-    to max, the best pooler marked: the numbers, the same as text columns, and the accuracy's name.
-    Where the accuracy is the selected one, the final epoch's stands beside it."""
-    frame = default_runs(runs)
-    column, what = accuracy(frame, metric)
-    rows = []
-    for setting in _settings(frame):
-        present = set(frame.loc[_in_setting(frame, setting), "pooler"])
-        wanted = poolers or in_pooler_order(present)
-        rows += [_compare_to_max(frame, setting, p, column) for p in wanted if p in present]
-    numbers = mark_best(pd.DataFrame(rows, columns=COMPARISON[:-1]), SETTING)
-    text = numbers[[*SETTING, "pooler"]].assign(
-        **{
-            "test accuracy % (mean ± std (n))": [
-                cell(r["mean"], r["std"], r["n"]) + best_mark(r) for _, r in numbers.iterrows()
-            ],
-            "vs max [95% CI]": [_difference(r) for _, r in numbers.iterrows()],
-            "p (Welch)": [_p(r["p"]) for _, r in numbers.iterrows()],
-        }
-    )
-    if column != "test_acc":
-        text["final epoch's test accuracy %"] = [
-            cell(r["final_mean"], r["final_std"], r["n"]) for _, r in numbers.iterrows()
-        ]
-    return numbers, text, what
+    to max, the best pooler marked; where the accuracy is the selected one, the final epoch's beside
+    it; with ``deck``, the deck's number beside the deck's own setting (its CNN and recipe, 10
+    epochs, no validation split)."""
+
+    def build(frame: pd.DataFrame, column: str) -> tuple[pd.DataFrame, str]:
+        rows = []
+        for setting in _settings(frame):
+            present = set(frame.loc[_in_setting(frame, setting), "pooler"])
+            wanted = poolers or in_pooler_order(present)
+            rows += [_compare_to_max(frame, setting, p, column) for p in wanted if p in present]
+        numbers = mark_best(pd.DataFrame(rows, columns=COMPARISON[:-1]), SETTING)
+        text = numbers[[*SETTING, "pooler"]].assign(
+            **{
+                "test accuracy % (mean ± std (n))": [
+                    cell(r["mean"], r["std"], r["n"]) + best_mark(r) for _, r in numbers.iterrows()
+                ],
+                "vs max [95% CI]": [_difference(r) for _, r in numbers.iterrows()],
+                "p (Welch)": [_p(r["p"]) for _, r in numbers.iterrows()],
+            }
+        )
+        if column != "test_acc":
+            text["final epoch's test accuracy %"] = [
+                cell(r["final_mean"], r["final_std"], r["n"]) for _, r in numbers.iterrows()
+            ]
+        if deck:
+            numbers["deck"] = [
+                DECK.get(tuple(r), math.nan) for r in numbers[[*SETTING, "pooler"]].itertuples(index=False)
+            ]
+            text["deck (10 epochs, 1 run)"] = ["" if math.isnan(v) else f"{v:.2f}" for v in numbers.deck]
+        return numbers, markdown(text)
+
+    return by_validation(default_runs(runs), metric, build)
 
 
 def deck_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataFrame, str]:
     """Per setting, max and TDGS (default options): test accuracy, difference to max with Welch's
-    95% CI and p-value, and the deck's number (the deck's CNN only)."""
-    numbers, text, what = _comparison(runs, metric, ["max", "tdgs"])
-    numbers["deck"] = [
-        DECK.get((d, p), math.nan) if m == "deck_cnn" else math.nan
-        for d, m, p in zip(numbers.dataset, numbers.model, numbers.pooler)
-    ]
-    text["deck (10 epochs, 1 run)"] = ["" if math.isnan(v) else f"{v:.2f}" for v in numbers.deck]
-    return numbers, heading(what) + markdown(text)
+    95% CI and p-value, and the deck's number beside the deck's own setting."""
+    return _comparison(runs, metric, ["max", "tdgs"], deck=True)
 
 
 def _sweep_table(runs: Runs, option: str, metric: str) -> tuple[pd.DataFrame, str]:
@@ -168,23 +201,24 @@ def _sweep_table(runs: Runs, option: str, metric: str) -> tuple[pd.DataFrame, st
         return pd.DataFrame(columns=columns), "(no runs)"
     tdgs = s[(s.pooler == "tdgs") & s.apply(is_default, axis=1, vary=(option,))]
     tdgs = tdgs.assign(**{option: tdgs[option].fillna(TRAINER_DEFAULTS.get(option, math.nan))})  # runs from before it
-    column, what = accuracy(tdgs, metric)
-    rows = []
-    for (*setting, value), group in tdgs.groupby([*SETTING, option]):
-        mean, std, n = mean_std(group[column])
-        select, selected_by = selection(group, column)
-        rows.append({**dict(zip(SETTING, setting)), option: value, "mean": mean, "std": std, "n": n,
-                     "select": select, "selected_by": selected_by})  # fmt: skip
-    numbers = mark_best(pd.DataFrame(rows, columns=columns[:-1]), SETTING)
-    if numbers.empty:
-        return numbers, "(no runs)"
-    cells = numbers.assign(
-        text=[cell(r["mean"], r["std"], r["n"]) + best_mark(r) for _, r in numbers.iterrows()],
-        setting=[setting_label(*key) for key in zip(*(numbers[k] for k in SETTING))],
-    )
-    wide = cells.pivot(index=option, columns="setting", values="text").reset_index()
-    wide[option] = wide[option].map(lambda v: f"{v:g}")
-    return numbers, heading(what) + markdown(wide.fillna(""))
+
+    def build(frame: pd.DataFrame, column: str) -> tuple[pd.DataFrame, str]:
+        rows = []
+        for (*setting, value), group in frame.groupby([*SETTING, option]):
+            mean, std, n = mean_std(group[column])
+            select, selected_by = selection(group, column)
+            rows.append({**dict(zip(SETTING, setting)), option: value, "mean": mean, "std": std, "n": n,
+                         "select": select, "selected_by": selected_by})  # fmt: skip
+        numbers = mark_best(pd.DataFrame(rows, columns=columns[:-1]), SETTING)
+        cells = numbers.assign(
+            text=[cell(r["mean"], r["std"], r["n"]) + best_mark(r) for _, r in numbers.iterrows()],
+            setting=[setting_label(*key) for key in zip(*(numbers[k] for k in SETTING))],
+        )
+        wide = cells.pivot(index=option, columns="setting", values="text").reset_index()
+        wide[option] = wide[option].map(lambda v: f"{v:g}")
+        return numbers, markdown(wide.fillna(""))
+
+    return by_validation(tdgs, metric, build)
 
 
 def temperature_init_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataFrame, str]:
@@ -200,8 +234,7 @@ def temperature_lr_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataF
 
 def all_poolers_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataFrame, str]:
     """Every pooler (default options) per setting, with its difference to max; the best marked."""
-    numbers, text, what = _comparison(runs, metric)
-    return numbers, heading(what) + markdown(text)
+    return _comparison(runs, metric)
 
 
 MOVED = 0.1  # |T - T_initial| above which a temperature counts as having moved
@@ -278,48 +311,77 @@ def ablation_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataFrame, 
     if s.empty or not set(ABLATION) <= set(s):
         return pd.DataFrame(columns=columns), "(no runs)"
     tdgs = s[(s.pooler == "tdgs") & s.apply(is_default, axis=1, vary=ABLATION)]
-    defaults = tdgs[tdgs.apply(is_default, axis=1)]
-    column, what = accuracy(tdgs, metric)
-    rows = []
-    for key, group in tdgs.groupby(keys):
-        same = pd.concat([defaults[k] == v for k, v in zip(SETTING, key)], axis=1).all(axis=1)
-        base = defaults.loc[same & defaults.seed.isin(group.seed), column]  # the same seeds
-        mean, std, n = mean_std(group[column])
-        versus = welch([], []) if group.index.isin(defaults.index).all() else welch(group[column], base)  # not itself
-        select, selected_by = selection(group, column)
-        rows.append({**dict(zip(keys, key)), "mean": mean, "std": std, "n": n, **versus, "select": select,
-                     "selected_by": selected_by})  # fmt: skip
-    numbers = mark_best(pd.DataFrame(rows, columns=columns[:-1]), SETTING)
-    text = numbers[keys].assign(
-        **{
-            "test accuracy % (mean ± std (n))": [
-                cell(r["mean"], r["std"], r["n"]) + best_mark(r) for _, r in numbers.iterrows()
-            ],
-            "vs TDGS defaults [95% CI]": [_difference(r) for _, r in numbers.iterrows()],
-            "p (Welch)": [_p(r["p"]) for _, r in numbers.iterrows()],
-        }
-    )
-    return numbers, heading(what) + markdown(text)
+
+    def build(frame: pd.DataFrame, column: str) -> tuple[pd.DataFrame, str]:
+        defaults = frame[frame.apply(is_default, axis=1)]
+        rows = []
+        for key, group in frame.groupby(keys):
+            base = defaults.loc[_in_setting(defaults, key[: len(SETTING)]) & defaults.seed.isin(group.seed), column]
+            mean, std, n = mean_std(group[column])
+            itself = group.index.isin(defaults.index).all()  # the defaults: not compared with themselves
+            versus = welch([], []) if itself else welch(group[column], base)
+            select, selected_by = selection(group, column)
+            rows.append({**dict(zip(keys, key)), "mean": mean, "std": std, "n": n, **versus, "select": select,
+                         "selected_by": selected_by})  # fmt: skip
+        numbers = mark_best(pd.DataFrame(rows, columns=columns[:-1]), SETTING)
+        text = numbers[keys].assign(
+            **{
+                "test accuracy % (mean ± std (n))": [
+                    cell(r["mean"], r["std"], r["n"]) + best_mark(r) for _, r in numbers.iterrows()
+                ],
+                "vs TDGS defaults [95% CI]": [_difference(r) for _, r in numbers.iterrows()],
+                "p (Welch)": [_p(r["p"]) for _, r in numbers.iterrows()],
+            }
+        )
+        return numbers, markdown(text)
+
+    return by_validation(tdgs, metric, build)
 
 
 def configurations_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataFrame, str]:
-    """Every distinct configuration (the setting, the pooler and the options that vary), mean +- std (n)."""
+    """Every distinct configuration (the setting, the pooler and the options that vary): its best
+    validation accuracy and test accuracy, mean +- std (n), and the test accuracy's difference to
+    max pooling in the same setting (Welch's 95% CI, p); where the accuracy is the selected one, the
+    final epoch's beside it. TDGS's settings beside its defaults (experiment=recipe_comparison's
+    selected one) are compared with max pooling here."""
     s = runs.summaries
     if s.empty:
         return pd.DataFrame(), "(no runs)"
     varying = [o for o in (*OPTIONS, *DEFAULT_OPTIMISATION) if o in s and s[o].astype(str).nunique() > 1]
     keys = [*SETTING, "pooler", *varying]
     frame = s.assign(**{k: s[k].map(lambda v: "-" if pd.isna(v) else v) for k in varying})
-    column, what = accuracy(frame, metric)
-    rows = []
-    for values, group in frame.groupby(keys, sort=True):
-        mean, std, n = mean_std(group[column])
-        rows.append({**dict(zip(keys, values)), "mean": mean, "std": std, "n": n})
-    numbers = pd.DataFrame(rows)
-    text = numbers[keys].assign(
-        **{"test accuracy % (mean ± std (n))": [cell(r["mean"], r["std"], r["n"]) for _, r in numbers.iterrows()]}
-    )
-    return numbers, heading(what) + markdown(text)
+    maxes = default_runs(runs)
+    maxes = maxes[maxes.pooler == "max"]
+
+    def build(part: pd.DataFrame, column: str) -> tuple[pd.DataFrame, str]:
+        rows = []
+        for values, group in part.groupby(keys, sort=True):
+            mean, std, n = mean_std(group[column])
+            final_mean, final_std, _ = mean_std(group.test_acc)
+            val_mean, val_std, _ = mean_std(group.best_val_acc)
+            base = maxes.loc[_in_setting(maxes, values[: len(SETTING)]), column]
+            versus = welch(group[column], base) if values[len(SETTING)] != "max" else welch([], [])
+            rows.append({**dict(zip(keys, values)), "mean": mean, "std": std, "n": n, **versus,
+                         "final_mean": final_mean, "final_std": final_std, "val_mean": val_mean,
+                         "val_std": val_std})  # fmt: skip
+        numbers = pd.DataFrame(rows)
+        text = numbers[keys].assign(
+            **{
+                "test accuracy % (mean ± std (n))": [cell(r["mean"], r["std"], r["n"]) for _, r in numbers.iterrows()],
+                "vs max [95% CI]": [_difference(r) for _, r in numbers.iterrows()],
+                "p (Welch)": [_p(r["p"]) for _, r in numbers.iterrows()],
+            }
+        )
+        if column != "test_acc":
+            text.insert(len(keys), "best validation accuracy %", [
+                cell(r["val_mean"], r["val_std"], r["n"]) for _, r in numbers.iterrows()
+            ])  # fmt: skip
+            text["final epoch's test accuracy %"] = [
+                cell(r["final_mean"], r["final_std"], r["n"]) for _, r in numbers.iterrows()
+            ]
+        return numbers, markdown(text)
+
+    return by_validation(frame, metric, build)
 
 
 TABLES = {
