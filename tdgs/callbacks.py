@@ -1,7 +1,7 @@
 """Hydra callbacks of tdgs-train (``hydra.callbacks`` in ``conf/config.yaml``): an output folder
-that cannot be written, or the SLURM launcher without SLURM, is refused in one line before any
-work, and a sweep whose jobs did not all complete says so in one line and exits non-zero once
-every job has run."""
+that cannot be written, the SLURM launcher without SLURM, or an Optuna search without a validation
+split, is refused in one line before any work, and a sweep whose jobs did not all complete says so
+in one line and exits non-zero once every job has run."""
 
 from __future__ import annotations
 
@@ -47,6 +47,17 @@ def check_slurm(launcher: DictConfig) -> None:
         refuse("hydra/launcher=slurm needs SLURM, but sbatch is not on PATH here; use hydra/launcher=local_parallel")
 
 
+def check_tuning(config: DictConfig) -> None:
+    """An Optuna search (``hparams_search=optuna``) tunes on the validation accuracy: refused in one
+    line without a validation split, where it would get NaN from every trial."""
+    tuning = str(config.hydra.sweeper.get("_target_", "")).endswith("OptunaSweeper")
+    if tuning and config.dataset.get("val_size", 0) == 0:
+        refuse(
+            "hydra/sweeper=optuna tunes on the validation accuracy, but dataset.val_size=0 holds no validation "
+            "split out; set dataset.val_size (e.g. 0.1)"
+        )
+
+
 def failed_jobs(sweep: Path) -> tuple[list[Path], list[Path]]:
     """(every job folder of ``sweep``, those whose summary.csv does not say completed)."""
     jobs = sorted(path.parent for path in sweep.glob("*/.hydra"))
@@ -61,6 +72,7 @@ class RunChecks(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         check_slurm(config.hydra.launcher)  # first: a refused launch leaves no empty sweep folder
+        check_tuning(config)
         check_writable(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:

@@ -1,5 +1,5 @@
-"""Command-line entry points: ``tdgs-train`` (the Hydra app over ``conf/``) and ``tdgs-report``
-(see README)."""
+"""``tdgs-train``, the Hydra app over ``conf/`` (see README); ``tdgs-report`` is
+:func:`tdgs.report.main.entry`, which imports no torch."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -34,6 +35,8 @@ def config_groups() -> str:
 
 
 OmegaConf.register_new_resolver("tdgs_groups", config_groups)
+# a run folder's name says the network when it is not the deck's CNN: _resnet18
+OmegaConf.register_new_resolver("tdgs_model", lambda name: "" if name == "deck_cnn" else f"_{name}")
 
 
 def threads_per_job(launcher) -> int | None:
@@ -49,6 +52,15 @@ def threads_per_job(launcher) -> int | None:
     return None
 
 
+def job_device(device: str, launcher, job_num: int, gpus: int) -> str:
+    """The device of job ``job_num`` of a sweep: with ``device=auto`` and local parallel jobs
+    (``hydra/launcher=local_parallel``) on a machine with ``gpus`` > 1 visible GPUs, ``cuda:(job_num
+    mod gpus)``, so that the jobs use every GPU (Hydra's launchers place none); otherwise ``device``
+    as given (an explicit ``cuda:N`` wins; a SLURM job keeps its allocation)."""
+    parallel = str(launcher.get("_target_", "")).endswith("JoblibLauncher")
+    return f"cuda:{job_num % gpus}" if device == "auto" and parallel and gpus > 1 else device
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def train_main(cfg: DictConfig) -> float:
     """Train one model (or, with ``-m``, one job of a sweep); return its best validation accuracy."""
@@ -58,6 +70,10 @@ def train_main(cfg: DictConfig) -> float:
         with open_dict(cfg):
             cfg.trainer.threads = threads_per_job(hydra_cfg.launcher)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+    if sweeping:
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        with open_dict(cfg):
+            cfg.device = job_device(cfg.device, hydra_cfg.launcher, hydra_cfg.job.num, gpus)
     try:
         summary = train(cfg, run_dir)
     except (ConfigError, DatasetUnavailable, TrainingDiverged, OutputError) as error:  # the user's to fix: one line
@@ -87,13 +103,6 @@ def train_main(cfg: DictConfig) -> float:
         f"results in {run_dir}"
     )
     return best_val_acc  # what a sweeper optimises: never a test figure (NaN without validation)
-
-
-def report_main() -> None:
-    """``tdgs-report ROOT... [--out DIR]``: see :mod:`tdgs.report.main`."""
-    from .report.main import main
-
-    sys.exit(main())
 
 
 if __name__ == "__main__":  # python -m tdgs.cli: tdgs-train without the installed script

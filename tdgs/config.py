@@ -8,26 +8,13 @@ from __future__ import annotations
 import inspect
 import typing
 from dataclasses import dataclass, field, make_dataclass
-from importlib.resources import files
-from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from .conf_dir import CONF_DIR  # noqa: F401  (tdgs.config.CONF_DIR: the configuration's folder)
 from .data import DATASET_OPTIONS, DATASETS, load_dataset
 from .pooling import POOLERS, pooler_signature
-
-
-def _conf_dir() -> str:
-    """conf/, installed as the package tdgs.conf; or, for a source tree on PYTHONPATH that was never
-    installed (a GPU machine, say), the tree's own conf/ beside tdgs/."""
-    try:
-        return str(files("tdgs.conf"))
-    except ModuleNotFoundError:
-        return str(Path(__file__).resolve().parent.parent / "conf")
-
-
-CONF_DIR = _conf_dir()
 
 
 @dataclass
@@ -97,6 +84,17 @@ class TrainerConfig:
 
 
 @dataclass
+class TensorBoardConfig:
+    pass  # event files in each run folder's tensorboard/ (tdgs.loggers.TensorBoard)
+
+
+@dataclass
+class MLflowConfig:
+    tracking_uri: str | None = None  # None: a SQLite store at ${paths.output_dir}/mlflow.db (artifacts beside it)
+    experiment_name: str | None = None  # None: the name of the folder the run lies in (a sweep's)
+
+
+@dataclass
 class PathsConfig:
     data_dir: str = "${oc.env:TDGS_DATA_DIR,data}"  # datasets (relative to the working directory)
     output_dir: str = "${oc.env:TDGS_OUTPUT_DIR,outputs}"  # where run folders land
@@ -112,6 +110,8 @@ class Config:
     seed: int = 0  # seeds torch, numpy and random
     resume: bool = False  # continue this run folder from its last complete epoch (hydra.run.dir=...)
     reuse: str | None = None  # a folder: a completed run of this configuration and seed below it is copied, not rerun
+    logger: dict = field(default_factory=dict)  # the loggers chosen (logger=[csv,tensorboard,mlflow]): their options
+    comparison: str | None = None  # a name: tdgs-report compares its runs pooler against pooler, whatever their options
     device: str = "auto"  # auto (CUDA when available) | cpu | cuda | cuda:N
 
 
@@ -126,6 +126,8 @@ def register_configs() -> None:
     store.store(group="schema/model", name="base", node=ModelConfig)
     store.store(group="schema/trainer", name="base", node=TrainerConfig)
     store.store(group="schema/paths", name="base", node=PathsConfig)
+    store.store(group="schema/logger", name="tensorboard", node=TensorBoardConfig)
+    store.store(group="schema/logger", name="mlflow", node=MLflowConfig)
     for name, schema in DATASET_SCHEMAS.items():
         store.store(group="schema/dataset", name=name, node=schema)
     for name, schema in POOLER_SCHEMAS.items():

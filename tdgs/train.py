@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ from .config import TrainerConfig
 from .data import Splits, load_dataset
 from .data.inputs import Inputs, channel_stats
 from .errors import ConfigError, Interrupted, OutputError, TrainingDiverged, describe
+from .loggers import open_loggers
 from .networks import build_model
 from .optim import LearningRates, load_optimizer_state, make_optimizer, parameter_groups
 from .pooling.base import WINDOW
@@ -206,7 +207,8 @@ def copy_run(source: Path, run_dir: Path, cfg: DictConfig) -> dict:
         if (source / name).is_file():
             replace_atomic(run_dir / name, lambda partial, name=name: shutil.copyfile(source / name, partial))
     write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
-    summary = pd.read_csv(source / SUMMARY).iloc[0].to_dict() | {"copied_from": str(source.resolve())}
+    summary = pd.read_csv(source / SUMMARY).iloc[0].to_dict()
+    summary |= {"comparison": cfg.get("comparison"), "copied_from": str(source.resolve())}  # this run's own
     write_csv_atomic(run_dir / SUMMARY, [summary])  # last: the folder counts as a run once it is whole
     return summary
 
@@ -231,6 +233,7 @@ def new_summary(cfg: DictConfig) -> dict:
         "seed": cfg.seed,
         "epochs": cfg.trainer.epochs,
         **{k: cfg.trainer[k] for k in TRAINER_COLUMNS},
+        "comparison": cfg.get("comparison"),  # runs the report compares whatever their options (scripts/tune.sh)
         "normalize_inputs": cfg.dataset.normalize,  # dataset.normalize ("normalize" is TDGS's option)
         "split_seed": cfg.dataset.split_seed,
         "train_size": 0,  # images trained on
@@ -295,6 +298,7 @@ class Run:
     initial_temperatures: pd.DataFrame  # TDGS: every temperature before training (temperatures.csv's initial)
     steps_per_epoch: int  # optimizer steps of an epoch (the schedule counts them)
     first_epoch: int = 1
+    loggers: list = field(default_factory=list)  # TensorBoard, MLflow (tdgs.loggers), opened once set up
 
 
 def set_up(cfg: DictConfig, summary: dict) -> Run:
@@ -487,6 +491,8 @@ def record_epoch(run: Run, row: dict, cfg: DictConfig, run_dir: Path, summary: d
     save_checkpoint(run_dir, state)
     if summary["best_val_epoch"] == row["epoch"]:
         save_best(run_dir, best_state(run, row))
+    for logger in run.loggers:  # after the checkpoint: a resume logs from there (tdgs.loggers)
+        logger.log_epoch(row, run.model)
     validation = "" if math.isnan(row["val_acc"]) else f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2f}% | "
     log.info(
         f"epoch {row['epoch']}/{cfg.trainer.epochs}: "
@@ -532,15 +538,23 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             f"seed {cfg.seed}, {summary['device']}; results in {run_dir}"
         )
         progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty()
-        with stop_requests() as stop:
+        with stop_requests() as stop, contextlib.ExitStack() as closing:
+            run.loggers = open_loggers(cfg, run_dir, run.first_epoch - 1, run.metrics, run.model)
+            for logger in run.loggers:
+                closing.callback(logger.close)
             for epoch in range(run.first_epoch, cfg.trainer.epochs + 1):
                 if patience_exhausted(run.metrics, cfg.trainer.early_stopping_patience):
                     summary["stopped_early"] = True
                     log.info(f"early stop: no better validation accuracy since epoch {summary['best_val_epoch']}")
                     break
                 record_epoch(run, run_epoch(run, epoch, cfg.trainer, stop, progress), cfg, run_dir, summary)
-        if cfg.pooler.name == "tdgs":  # the model is built as at the start (same seed) before a resume loads it
-            initial = run.initial_temperatures.temperature.to_numpy()
-            write_csv_atomic(run_dir / TEMPERATURES, temperature_table(run.model).assign(initial=initial))
-        summary["status"] = "completed"
+            if cfg.pooler.name == "tdgs":  # the model is built as at the start (same seed) before a resume loads it
+                initial = run.initial_temperatures.temperature.to_numpy()
+                write_csv_atomic(run_dir / TEMPERATURES, temperature_table(run.model).assign(initial=initial))
+            summary["status"] = "completed"
+            if run.loggers:  # they take summary.csv as it ends (written again, the same, as the run returns)
+                write_csv_atomic(run_dir / SUMMARY, [summary])
+                config = OmegaConf.to_container(cfg, resolve=True)
+                for logger in run.loggers:
+                    logger.finish(config, summary)
         return summary

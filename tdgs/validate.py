@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from .data.augment import AUGMENTS
 from .data.splits import check_val_size
 from .errors import ConfigError
+from .loggers import check_loggers
 from .networks import pooler_options_for
 from .optim import OPTIMIZERS, SCHEDULES
 from .pooling import create_pooler
@@ -148,6 +149,7 @@ def validate(cfg: DictConfig) -> None:
     check_device(cfg.device)
     check_step(cfg.trainer, resolve_device(cfg.device))
     check_dataset(cfg.dataset)
+    check_loggers(cfg.get("logger") or {})
     if cfg.trainer.early_stopping_patience is not None and cfg.dataset.val_size == 0:
         raise ConfigError(
             f"trainer.early_stopping_patience={cfg.trainer.early_stopping_patience} stops on the validation "

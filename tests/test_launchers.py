@@ -83,3 +83,56 @@ def test_the_slurm_launcher_without_slurm_is_refused_in_one_line(tmp_path):
     assert line.endswith(
         "hydra/launcher=slurm needs SLURM, but sbatch is not on PATH here; use hydra/launcher=local_parallel"
     )
+
+
+def test_parallel_local_jobs_spread_over_the_visible_gpus():
+    from tdgs.cli import job_device
+
+    joblib = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}
+    slurm = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"}
+    assert [job_device("auto", joblib, k, 4) for k in range(6)] == [f"cuda:{k % 4}" for k in range(6)]
+    assert job_device("cuda:0", joblib, 5, 4) == "cuda:0" and job_device("cpu", joblib, 5, 4) == "cpu"
+    assert job_device("auto", slurm, 5, 4) == "auto"  # SLURM's allocation
+    assert job_device("auto", joblib, 5, 1) == "auto" and job_device("auto", {}, 5, 4) == "auto"
+
+
+def test_a_sweep_job_is_given_its_gpu(monkeypatch, tmp_path):
+    """tdgs-train's task function in a local parallel sweep on a machine faked to have 4 GPUs."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    import tdgs.cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    seen = []
+    summary = {"best_val_acc": float("nan"), "test_acc": 90.0, "train_seconds": 1.0}
+    monkeypatch.setattr(tdgs.cli, "train", lambda cfg, run_dir: seen.append(cfg.device) or summary)
+    with initialize_config_dir(version_base="1.3", config_dir=tdgs.cli.CONF_DIR):
+        cfg = compose("config", overrides=["hydra/launcher=local_parallel"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.mode, cfg.hydra.job.num, cfg.hydra.runtime.output_dir = RunMode.MULTIRUN, 6, str(tmp_path)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        for device in ("auto", "cuda:3"):
+            task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+            task.device = device
+            tdgs.cli.train_main.__wrapped__(task)
+    finally:
+        HydraConfig.instance().cfg = None
+    assert seen == ["cuda:2", "cuda:3"]
+
+
+def test_run_folders_name_the_network_unless_it_is_the_decks():
+    from hydra import compose, initialize_config_dir
+
+    import tdgs.cli  # its resolvers
+
+    with initialize_config_dir(version_base="1.3", config_dir=tdgs.cli.CONF_DIR):
+        for model, name in (("deck_cnn", "_synthetic_max_seed0"), ("resnet18", "_synthetic_resnet18_max_seed0")):
+            overrides = [f"model={model}", "dataset=synthetic", "pooler=max"]
+            cfg = compose("config", overrides=[*overrides, "hydra.job.num=3"], return_hydra_config=True)
+            assert cfg.hydra.run.dir.endswith(name) and cfg.hydra.sweep.subdir == f"3{name}"

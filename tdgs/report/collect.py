@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
 
-from .. import train
-from ..config import CONF_DIR, DATASET_SCHEMAS, POOLER_SCHEMAS
-from ..pooling import POOLERS
+from ..conf_dir import CONF_DIR
 from ..results import CONFIG, METRICS, SUMMARY, TEMPERATURES
-from ..train import TRAINER_COLUMNS
+from .schema import DATASET_DEFAULTS, POOLER_DEFAULTS, POOLERS, TRAINER_COLUMNS
+from .schema import TRAINER_DEFAULTS as _TRAINER
 
 # pooler options as summary.csv columns (tdgs.train.pooler_columns): every pooler's, from their schemas
-_ALL_OPTIONS = dict.fromkeys(f.name for s in POOLER_SCHEMAS.values() for f in fields(s) if f.name != "name")
+_ALL_OPTIONS = dict.fromkeys(option for defaults in POOLER_DEFAULTS.values() for option in defaults)
 OPTIONS = tuple(sorted(_ALL_OPTIONS, key=lambda o: o in ("kernel_size", "stride", "padding")))  # the window last
 # the optimisation's defaults (the deck's recipe), for summaries and config.yaml files from before an option existed
-TRAINER_DEFAULTS = {k: v for k, v in train.TRAINER_DEFAULTS.items() if k in (*TRAINER_COLUMNS, "precision")}
+TRAINER_DEFAULTS = {k: v for k, v in _TRAINER.items() if k in (*TRAINER_COLUMNS, "precision")}
 RECIPE = tuple(k for k in TRAINER_COLUMNS if k != "theta_lr_scale")  # how a network is trained: part of its setting
 DEFAULT_OPTIMISATION = ("theta_lr_scale", "precision")  # a default run has these at their defaults too
 # a run's validation split and inputs, as summary.csv and config.yaml files from before validation had them
@@ -57,8 +56,7 @@ def run_folders(roots: list[Path]) -> list[Path]:
 
 def default_options(pooler: str) -> dict:
     """The option values a pooler's config group sets by default (``t0=1.0``, ...)."""
-    schema = POOLER_SCHEMAS.get(pooler)
-    return {} if schema is None else {f.name: f.default for f in fields(schema) if f.name in OPTIONS}
+    return dict(POOLER_DEFAULTS.get(pooler, {}))
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -80,7 +78,7 @@ def configuration_key(folder: Path, held_out: int | None = None) -> str:
     try:
         cfg = OmegaConf.to_container(OmegaConf.load(folder / CONFIG), resolve=True)
         dataset, pooler, trainer = cfg["dataset"], cfg["pooler"], cfg["trainer"]
-        data_defaults = {f.name: f.default for f in fields(DATASET_SCHEMAS[dataset["name"]]) if f.name not in _WHERE}
+        data_defaults = {k: v for k, v in DATASET_DEFAULTS[dataset["name"]].items() if k not in _WHERE}
         data_defaults |= {"val_size": 0, "normalize": False}  # what a config.yaml without them ran
         data = data_defaults | {k: v for k, v in dataset.items() if k not in _WHERE}
         data["val_size"] = data["val_size"] if held_out is None or pd.isna(held_out) else int(held_out)

@@ -119,3 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     print(build_report(args.roots, out, args.metric))
     print(f"report written to {out}/ (report.md, one CSV per table, PNG figures)")
     return 0
+
+
+def entry() -> None:
+    """The ``tdgs-report`` console script."""
+    sys.exit(main())

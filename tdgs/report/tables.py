@@ -149,7 +149,7 @@ COMPARISON = [*SETTING, "pooler", "mean", "std", "n", "diff", "ci_low", "ci_high
 
 
 def _comparison(
-    runs: Runs, metric: str, poolers: list[str] | None = None, deck: bool = False
+    runs: pd.DataFrame, metric: str, poolers: list[str] | None = None, deck: bool = False
 ) -> tuple[pd.DataFrame, str]:
     """Per setting, each pooler (default options; all of them, or ``poolers``) with its difference
     to max, the best pooler marked; where the accuracy is the selected one, the final epoch's beside
@@ -183,13 +183,24 @@ def _comparison(
             text["deck (10 epochs, 1 run)"] = ["" if math.isnan(v) else f"{v:.2f}" for v in numbers.deck]
         return numbers, markdown(text)
 
-    return by_validation(default_runs(runs), metric, build)
+    return by_validation(runs, metric, build)
 
 
 def deck_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataFrame, str]:
     """Per setting, max and TDGS (default options): test accuracy, difference to max with Welch's
     95% CI and p-value, and the deck's number beside the deck's own setting."""
-    return _comparison(runs, metric, ["max", "tdgs"], deck=True)
+    return _comparison(default_runs(runs), metric, ["max", "tdgs"], deck=True)
+
+
+def comparisons_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataFrame, str]:
+    """The runs given a ``comparison`` name (scripts/tune.sh: each pooler at the configuration its
+    own search chose), pooler against max pooling per name, whatever their options and recipes
+    (the ``recipe`` column holds the name)."""
+    s = runs.summaries
+    if s.empty or "comparison" not in s or s.comparison.isna().all():
+        return pd.DataFrame(), "(no runs)"
+    named = s[s.comparison.notna()]
+    return _comparison(named.assign(recipe=named.comparison), metric)
 
 
 def _sweep_table(runs: Runs, option: str, metric: str) -> tuple[pd.DataFrame, str]:
@@ -234,7 +245,7 @@ def temperature_lr_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataF
 
 def all_poolers_table(runs: Runs, metric: str = "selected") -> tuple[pd.DataFrame, str]:
     """Every pooler (default options) per setting, with its difference to max; the best marked."""
-    return _comparison(runs, metric)
+    return _comparison(default_runs(runs), metric)
 
 
 MOVED = 0.1  # |T - T_initial| above which a temperature counts as having moved
@@ -397,5 +408,6 @@ TABLES = {
         "TDGS ablation: window normalisation x evaluation mode x temperature granularity",
         ablation_table,
     ),
+    "comparisons": ("Named comparisons: each pooler at its own configuration (scripts/tune.sh)", comparisons_table),
     "configurations": ("Every configuration", configurations_table),
 }
