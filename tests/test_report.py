@@ -347,3 +347,19 @@ def test_recipes_and_validation_splits_are_never_pooled(tmp_path):
 
     numbers, _ = all_poolers_table(runs)
     assert len(numbers) == 4 and (numbers.n == 2).all()
+
+
+def test_the_reports_schema_is_the_configurations():
+    """schema.json (what tdgs-report knows of the configuration without torch) is what the
+    configuration defines: `python -m tdgs.report.schema` rewrites it after a change."""
+    import json
+
+    from tdgs.report.schema import SCHEMA_FILE, from_config
+
+    assert json.loads(SCHEMA_FILE.read_text()) == json.loads(json.dumps(from_config()))
+
+
+def test_tdgs_report_starts_without_torch():
+    code = "import sys, tdgs.report.main; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
