@@ -47,11 +47,15 @@ def check_slurm(launcher: DictConfig) -> None:
         refuse("hydra/launcher=slurm needs SLURM, but sbatch is not on PATH here; use hydra/launcher=local_parallel")
 
 
+def is_search(sweeper: DictConfig) -> bool:
+    """Whether Hydra's ``sweeper`` is Optuna's (``hparams_search=optuna``)."""
+    return str(sweeper.get("_target_", "")).endswith("OptunaSweeper")
+
+
 def check_tuning(config: DictConfig) -> None:
     """An Optuna search (``hparams_search=optuna``) tunes on the validation accuracy: refused in one
     line without a validation split, where it would get NaN from every trial."""
-    tuning = str(config.hydra.sweeper.get("_target_", "")).endswith("OptunaSweeper")
-    if tuning and config.dataset.get("val_size", 0) == 0:
+    if is_search(config.hydra.sweeper) and config.dataset.get("val_size", 0) == 0:
         refuse(
             "hydra/sweeper=optuna tunes on the validation accuracy, but dataset.val_size=0 holds no validation "
             "split out; set dataset.val_size (e.g. 0.1)"
@@ -74,10 +78,17 @@ class RunChecks(Callback):
         check_slurm(config.hydra.launcher)  # first: a refused launch leaves no empty sweep folder
         check_tuning(config)
         check_writable(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+        from .loggers import prepare_mlflow  # here: MLflow's store made once, before parallel jobs race on it
+
+        prepare_mlflow(config, Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep = Path(config.hydra.sweep.dir)
         jobs, failed = failed_jobs(sweep)
-        if failed:
-            refuse(f"{len(failed)} of {len(jobs)} jobs of the sweep did not complete: {', '.join(map(str, failed))}")
-        log.info(f"all {len(jobs)} jobs of the sweep completed; results in {sweep}")
+        listed = f"{len(failed)} of {len(jobs)} jobs of the sweep did not complete: {', '.join(map(str, failed))}"
+        if failed and is_search(config.hydra.sweeper):  # a diverged trial is an outcome of a search, not its failure
+            log.warning(f"{listed}; the search counted them as its worst trials")
+        elif failed:
+            refuse(listed)
+        else:
+            log.info(f"all {len(jobs)} jobs of the sweep completed; results in {sweep}")

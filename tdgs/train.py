@@ -42,7 +42,7 @@ from .config import TrainerConfig
 from .data import Splits, load_dataset
 from .data.inputs import Inputs, channel_stats
 from .errors import ConfigError, Interrupted, OutputError, TrainingDiverged, describe
-from .loggers import open_loggers
+from .loggers import Loggers, open_loggers
 from .networks import build_model
 from .optim import LearningRates, load_optimizer_state, make_optimizer, parameter_groups
 from .pooling.base import WINDOW
@@ -202,13 +202,17 @@ def same_run_below(root: Path, cfg: DictConfig, run_dir: Path) -> Path | None:
 
 def copy_run(source: Path, run_dir: Path, cfg: DictConfig) -> dict:
     """Make ``run_dir`` a copy of ``source``'s completed run (its results and best weights, not its
-    checkpoints), with this run's config.yaml and ``copied_from`` in summary.csv; its summary."""
+    checkpoints), with this run's config.yaml, ``copied_from`` in summary.csv and its loggers fed
+    from the copied metrics; its summary."""
     for name in (METRICS, TEMPERATURES, BEST):
         if (source / name).is_file():
             replace_atomic(run_dir / name, lambda partial, name=name: shutil.copyfile(source / name, partial))
     write_text_atomic(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     summary = pd.read_csv(source / SUMMARY).iloc[0].to_dict()
     summary |= {"comparison": cfg.get("comparison"), "copied_from": str(source.resolve())}  # this run's own
+    loggers = open_loggers(cfg, run_dir, 0, pd.read_csv(run_dir / METRICS).to_dict("records"), None)
+    loggers.finish(OmegaConf.to_container(cfg, resolve=True), summary, run_dir)
+    loggers.close()
     write_csv_atomic(run_dir / SUMMARY, [summary])  # last: the folder counts as a run once it is whole
     return summary
 
@@ -298,7 +302,7 @@ class Run:
     initial_temperatures: pd.DataFrame  # TDGS: every temperature before training (temperatures.csv's initial)
     steps_per_epoch: int  # optimizer steps of an epoch (the schedule counts them)
     first_epoch: int = 1
-    loggers: list = field(default_factory=list)  # TensorBoard, MLflow (tdgs.loggers), opened once set up
+    loggers: Loggers = field(default_factory=lambda: Loggers([]))  # TensorBoard, MLflow, once set up
 
 
 def set_up(cfg: DictConfig, summary: dict) -> Run:
@@ -491,8 +495,7 @@ def record_epoch(run: Run, row: dict, cfg: DictConfig, run_dir: Path, summary: d
     save_checkpoint(run_dir, state)
     if summary["best_val_epoch"] == row["epoch"]:
         save_best(run_dir, best_state(run, row))
-    for logger in run.loggers:  # after the checkpoint: a resume logs from there (tdgs.loggers)
-        logger.log_epoch(row, run.model)
+    run.loggers.log_epoch(row, run.model)  # after the checkpoint: a resume logs from there (tdgs.loggers)
     validation = "" if math.isnan(row["val_acc"]) else f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2f}% | "
     log.info(
         f"epoch {row['epoch']}/{cfg.trainer.epochs}: "
@@ -540,8 +543,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
         progress = cfg.trainer.progress if cfg.trainer.progress is not None else sys.stderr.isatty()
         with stop_requests() as stop, contextlib.ExitStack() as closing:
             run.loggers = open_loggers(cfg, run_dir, run.first_epoch - 1, run.metrics, run.model)
-            for logger in run.loggers:
-                closing.callback(logger.close)
+            closing.push(lambda kind, error, trace: run.loggers.close(error))  # an error's kind: KILLED or FAILED
             for epoch in range(run.first_epoch, cfg.trainer.epochs + 1):
                 if patience_exhausted(run.metrics, cfg.trainer.early_stopping_patience):
                     summary["stopped_early"] = True
@@ -552,9 +554,5 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
                 initial = run.initial_temperatures.temperature.to_numpy()
                 write_csv_atomic(run_dir / TEMPERATURES, temperature_table(run.model).assign(initial=initial))
             summary["status"] = "completed"
-            if run.loggers:  # they take summary.csv as it ends (written again, the same, as the run returns)
-                write_csv_atomic(run_dir / SUMMARY, [summary])
-                config = OmegaConf.to_container(cfg, resolve=True)
-                for logger in run.loggers:
-                    logger.finish(config, summary)
+            run.loggers.finish(OmegaConf.to_container(cfg, resolve=True), summary, run_dir)
         return summary

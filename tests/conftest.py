@@ -70,6 +70,17 @@ def kernels(request):
         yield TRITON_DEVICE if request.param == "triton" else "cpu"
 
 
+BACKENDS = ["reference", *KERNEL_BACKENDS]  # every implementation here; a new backend joins this list
+
+
+@pytest.fixture(params=BACKENDS)
+def backends(request):
+    """Run the test with every backend, the pure-PyTorch reference (what TDGS_BACKEND=reference and
+    machines without the kernels run) included; yields the device whose tensors it runs."""
+    with backend.use(request.param):
+        yield TRITON_DEVICE if request.param == "triton" else "cpu"
+
+
 def compose_config(*overrides):
     """tdgs-train's configuration for ``overrides``, composed in this process (no run folder)."""
     from hydra import compose, initialize_config_dir

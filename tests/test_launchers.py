@@ -85,15 +85,21 @@ def test_the_slurm_launcher_without_slurm_is_refused_in_one_line(tmp_path):
     )
 
 
-def test_parallel_local_jobs_spread_over_the_visible_gpus():
+def test_parallel_local_jobs_spread_over_the_visible_gpus(tmp_path):
+    import contextlib
+
     from tdgs.cli import job_device
 
     joblib = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"}
     slurm = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"}
-    assert [job_device("auto", joblib, k, 4) for k in range(6)] == [f"cuda:{k % 4}" for k in range(6)]
-    assert job_device("cuda:0", joblib, 5, 4) == "cuda:0" and job_device("cpu", joblib, 5, 4) == "cpu"
-    assert job_device("auto", slurm, 5, 4) == "auto"  # SLURM's allocation
-    assert job_device("auto", joblib, 5, 1) == "auto" and job_device("auto", {}, 5, 4) == "auto"
+    alone = [job_device("auto", joblib, k, 4, tmp_path, contextlib.ExitStack()) for k in range(6)]
+    assert alone == [f"cuda:{k % 4}" for k in range(6)]  # jobs one after another: job k on GPU k mod 4
+    with contextlib.ExitStack() as running:  # jobs 1, 5, 9, 2, 3 at once: a GPU no other job holds, while one is free
+        devices = [job_device("auto", joblib, k, 4, tmp_path, running) for k in (1, 5, 9, 2, 3)]
+    assert devices == ["cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:3"]  # the last: every GPU held, 3 mod 4
+    for device, launcher, gpus in (("cuda:0", joblib, 4), ("cpu", joblib, 4), ("auto", slurm, 4), ("auto", joblib, 1)):
+        assert job_device(device, launcher, 5, gpus, tmp_path, contextlib.ExitStack()) == device  # as given
+    assert job_device("auto", {}, 5, 4, tmp_path, contextlib.ExitStack()) == "auto"
 
 
 def test_a_sweep_job_is_given_its_gpu(monkeypatch, tmp_path):

@@ -45,6 +45,7 @@ def sweep(tmp_path_factory):
     """A real 2-run sweep (max and TDGS) with every logger."""
     root = tmp_path_factory.mktemp("logged")
     args = [*SMALL_RUN, *LOGGED, "pooler=max,tdgs", f"hydra.sweep.dir={root / 'sweep'}", f"paths.output_dir={root}"]
+    args += ["hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2"]  # both jobs at once on one MLflow store
     env = {**os.environ, "TDGS_DATA_DIR": str(root / "data")}
     done = subprocess.run(
         [BIN / "tdgs-train", "-m", *args], cwd=root, env=env, capture_output=True, text=True, timeout=600
@@ -70,7 +71,11 @@ def test_event_files_hold_every_epoch_and_a_temperature_histogram_per_tdgs_layer
         else:
             assert histograms == []
         assert "final/test_acc_at_best_val" in events.Tags()["scalars"]
-        assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(events.PluginTagToContent("hparams"))
+        tags = set(events.PluginTagToContent("hparams"))  # a session each: the dashboard's columns from every run
+        assert {
+            "_hparams_/session_start_info",
+            "_hparams_/session_end_info",
+        } <= tags and "_hparams_/experiment" not in tags
 
 
 def test_a_tensorboard_server_shows_both_runs(sweep):
@@ -163,3 +168,55 @@ def test_a_logger_without_its_package_is_refused_in_one_line(monkeypatch):
         "logger=mlflow needs the mlflow package, which is not installed: pip install 'tdgs[mlflow]'"
     )
     check_loggers(["csv", "tensorboard"])
+
+
+def test_a_run_stopped_as_its_mlflow_run_began_keeps_that_run(tmp_path, monkeypatch):
+    """The MLflow run's id is kept before anything else is logged to it: a resume never makes a second."""
+    args = [
+        *SMALL_RUN,
+        "logger=[csv,mlflow]",
+        "trainer.epochs=2",
+        "pooler=max",
+        "device=cpu",
+        f"paths.output_dir={tmp_path}",
+    ]
+
+    def stopped(self, run_id, **kwargs):
+        raise KeyboardInterrupt
+
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setattr(MlflowClient, "log_batch", stopped)  # the parameters, right after the run began
+    with pytest.raises(KeyboardInterrupt):
+        train(compose_config(*args), tmp_path / "run")
+    monkeypatch.undo()
+    train(compose_config(*args, "resume=true"), tmp_path / "run")
+    client = mlflow_client(tmp_path)
+    runs = client.search_runs([client.get_experiment_by_name(tmp_path.name).experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+
+
+def test_a_run_extended_logs_its_new_epochs_and_final_values_once(tmp_path):
+    args = [*SMALL_RUN, "logger=[csv,tensorboard,mlflow]", "pooler=max", "device=cpu", f"paths.output_dir={tmp_path}"]
+    train(compose_config(*args, "trainer.epochs=2"), tmp_path / "run")
+    train(compose_config(*args, "trainer.epochs=3", "resume=true"), tmp_path / "run")
+    assert [step for step, _ in scalars(tmp_path / "run", "final/test_acc")] == [3]
+    assert [step for step, _ in scalars(tmp_path / "run", "accuracy/val")] == [1, 2, 3]
+    client = mlflow_client(tmp_path)
+    run_id = json.loads((tmp_path / "run" / "mlflow_run.json").read_text())["run_id"]
+    assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1, 2, 3]
+    run = client.get_run(run_id)
+    assert run.data.params["trainer.epochs"] == "2" and run.data.tags["resumed_with.trainer.epochs"] == "3"
+    assert run.info.status == "FINISHED"
+
+
+def test_a_failing_logger_warns_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
+    def broken(self, row, model):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tdgs.loggers.TensorBoard, "log_epoch", broken)
+    args = [*SMALL_RUN, "logger=[csv,tensorboard]", "trainer.epochs=2", "pooler=max", "device=cpu"]
+    summary = train(compose_config(*args, f"paths.output_dir={tmp_path}"), tmp_path / "run")
+    assert summary["status"] == "completed" and summary["epochs_done"] == 2
+    warnings = [r.message for r in caplog.records if "logger tensorboard failed" in r.message]
+    assert len(warnings) == 1 and "OSError: disk full" in warnings[0]  # once: then it logs nothing more
