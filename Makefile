@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # pytest-xdist: a test process per core, an idle one takes tests still waiting (WORKERS= runs one)
 WORKERS ?= -n auto --dist worksteal
 
-.PHONY: demo test test-all lint bench reproduce reproduce-smoke clean-venv
+.PHONY: demo test test-all lint mutation bench reproduce reproduce-smoke clean-venv
 
 # The virtual environment, (re)installed whenever pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -33,6 +33,13 @@ lint: $(STAMP)
 ## test-all: every test, slow ones included
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m '' $(WORKERS)
+
+## mutation: mutation testing of the poolers and the report's statistics ([tool.mutmut] in pyproject.toml,
+## docs/development.md); not part of CI. Re-running it tests only the mutants whose code or tests changed
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,mutation]'
+	$(VENV)/bin/mutmut run --max-children $(or $(CHILDREN),$(shell nproc))
+	$(PY) scripts/mutation_counts.py mutants
 
 ## bench: speed benchmark: poolers, CNN train steps, epoch throughput, peak memory (scripts/bench.py)
 bench: $(STAMP)

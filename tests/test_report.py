@@ -17,7 +17,7 @@ from scipy import stats
 
 from tdgs.report.collect import collect
 from tdgs.report.main import build_report
-from tdgs.report.stats import mean_std, welch
+from tdgs.report.stats import cell, mean_std, welch
 from tdgs.train import train
 
 BIN = Path(sys.executable).parent
@@ -43,11 +43,31 @@ def test_welch_matches_scipy():
     assert got["diff"] == pytest.approx(0.275)
 
 
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [([90.0, 91.0], [89.0, 89.5]), ([91.0, 92.0, 93.0], [90.0, 91.0, 92.0]), ([90.0, 90.0, 90.0], [89.0, 90.0, 91.0])],
+    ids=["two-each", "equal-spread", "one-group-without-spread"],
+)
+def test_welch_is_scipys_from_two_values_each_and_whenever_one_group_varies(a, b):
+    got, ref = welch(a, b), stats.ttest_ind(a, b, equal_var=False)
+    low, high = ref.confidence_interval(0.95)
+    assert (got["ci_low"], got["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert got["p"] == pytest.approx(ref.pvalue)
+
+
 def test_statistics_of_tiny_groups_are_nan_not_errors():
-    assert math.isnan(welch([99.0], [98.0, 98.5])["p"])
-    assert math.isnan(welch([1.0, 1.0], [1.0, 1.0])["ci_low"])  # no spread: no interval
+    for a, b in [([99.0], [98.0, 98.5]), ([98.0, 98.5], [99.0]), ([1.0, 1.0], [1.0, 1.0])]:  # no spread: no interval
+        got = welch(a, b)
+        assert set(got) == {"diff", "ci_low", "ci_high", "p"} and got["diff"] == pytest.approx(np.mean(a) - np.mean(b))
+        assert all(math.isnan(got[key]) for key in ("ci_low", "ci_high", "p"))
     mean, std, n = mean_std([97.5])
     assert (mean, n) == (97.5, 1) and math.isnan(std)
+
+
+def test_a_cell_is_mean_std_and_n_and_a_single_run_has_no_std():
+    assert cell(91.234, 0.456, 5) == "91.23 ± 0.46 (5)"
+    assert cell(91.234, math.nan, 1) == cell(91.234, 0.0, 1) == "91.23 (1)"
+    assert cell(math.nan, math.nan, 0) == ""
 
 
 @pytest.fixture(scope="module")

@@ -203,11 +203,14 @@ def test_position_refuses_another_spatial_size():
         pool(torch.rand(1, 3, 8, 8))
 
 
-def test_position_state_dict_into_fresh_module():
-    pool = create_pooler("tdgs", 3)
+@pytest.mark.parametrize("granularity", ["position", "channel", "layer"])
+def test_state_dict_into_fresh_module(granularity):
+    """A lazy TDGS pooler sized by a state_dict: one temperature per layer does not fix the channels."""
+    pool = create_pooler("tdgs", 3, granularity=granularity)
     pool(torch.rand(1, 3, 16, 16))
-    fresh = create_pooler("tdgs", 3)
+    fresh = create_pooler("tdgs", granularity=granularity)
     fresh.load_state_dict(pool.state_dict())
+    assert fresh.channels == (None if granularity == "layer" else 3)
     assert torch.equal(fresh.theta, pool.theta)
     x = torch.rand(2, 3, 16, 16)
     assert torch.equal(fresh.eval()(x), pool.eval()(x))
