@@ -193,3 +193,11 @@ def test_s3_eval_is_average_of_the_stride1_max_map(size, kernels):
     n = (size - 2) // 2 + 1
     expected = F.avg_pool2d(_stride1_max_map(x), 2, 2)[..., :n, :n]
     torch.testing.assert_close(out, expected)
+
+
+def test_s3_module_pools_with_its_own_grid_size():
+    x = torch.rand(2, 3, 8, 8)
+    torch.manual_seed(0)
+    mine = create_pooler("s3", grid_size=2).train()(x)
+    torch.manual_seed(0)
+    assert torch.equal(mine, s3_pool2d(x, grid_size=2, training=True))

@@ -1,6 +1,8 @@
 """TDGS semantics (docs/design.md): the reference Gumbel-softmax, sampling law, limits,
 evaluation modes, normalisations, temperatures and their lazy sizing."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -199,8 +201,21 @@ def test_position_input_size_sizes_at_construction():
 def test_position_refuses_another_spatial_size():
     pool = create_pooler("tdgs", 3)
     pool(torch.rand(1, 3, 16, 16))
-    with pytest.raises(ValueError, match=r"\(8, 8\).*\(4, 4\)"):
+    with pytest.raises(ValueError, match=r"size \(8, 8\) pools to \(4, 4\), .* have size \(8, 8\)$"):
         pool(torch.rand(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("t0", -1.0), ("granularity", "pixel"), ("eps", 0.0), ("rectifier", "exp")]
+)
+def test_a_bad_option_is_refused_in_one_line_naming_it(option, value):
+    with pytest.raises(ValueError, match=rf"^{option} must be .*, but got {re.escape(repr(value))}$"):
+        create_pooler("tdgs", **{option: value})
+
+
+def test_input_size_needs_the_channels():
+    with pytest.raises(ValueError, match=r"^input_size sizes the position temperatures .* it needs channels too$"):
+        create_pooler("tdgs", input_size=(28, 28))
 
 
 @pytest.mark.parametrize("granularity", ["position", "channel", "layer"])
