@@ -213,9 +213,18 @@ def test_a_bad_option_is_refused_in_one_line_naming_it(option, value):
         create_pooler("tdgs", **{option: value})
 
 
-def test_input_size_needs_the_channels():
+def test_input_size_needs_the_channels_and_two_positive_sides():
     with pytest.raises(ValueError, match=r"^input_size sizes the position temperatures .* it needs channels too$"):
         create_pooler("tdgs", input_size=(28, 28))
+    with pytest.raises(ValueError, match=r"^input_size must be \(H, W\), but got \(28,\)$"):
+        create_pooler("tdgs", 3, input_size=(28,))
+    with pytest.raises(ValueError, match=r"^input_size must be .*, but got 0$"):
+        create_pooler("tdgs", 3, input_size=(0, 28))
+
+
+def test_input_size_counts_the_padding():
+    pool = create_pooler("tdgs", 3, kernel_size=3, stride=2, padding=1, input_size=(27, 27))
+    assert pool.theta.shape == (3, 14, 14) and pool(torch.rand(1, 3, 27, 27)).shape == (1, 3, 14, 14)
 
 
 @pytest.mark.parametrize("granularity", ["position", "channel", "layer"])
