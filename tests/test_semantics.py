@@ -201,3 +201,8 @@ def test_s3_module_pools_with_its_own_grid_size():
     mine = create_pooler("s3", grid_size=2).train()(x)
     torch.manual_seed(0)
     assert torch.equal(mine, s3_pool2d(x, grid_size=2, training=True))
+
+
+def test_s3_grid_size_is_refused_in_one_line_naming_it():
+    with pytest.raises(ValueError, match=r"^grid_size must be .*, but got 0$"):
+        create_pooler("s3", grid_size=0)

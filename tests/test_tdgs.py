@@ -244,3 +244,11 @@ def test_position_follows_module_dtype():
     pool = create_pooler("tdgs", 3).double()
     out = pool(torch.rand(1, 3, 8, 8, dtype=torch.float64))
     assert pool.theta.dtype == torch.float64 and out.dtype == torch.float64
+
+
+@pytest.mark.parametrize("rectifier", ["relu", "softplus"])
+def test_the_function_rectifies_the_raw_temperature_with_its_eps(rectifier, backends):
+    x, theta = torch.rand(2, 3, 8, 8), torch.randn(3, 4, 4)
+    rectified = (F.relu(theta) if rectifier == "relu" else F.softplus(theta)) + 0.5
+    mine = tdgs_pool2d(x, theta, training=False, rectifier=rectifier, eps=0.5)
+    torch.testing.assert_close(mine, tdgs_pool2d(x, rectified, training=False))
