@@ -185,10 +185,10 @@ def check_same_configuration(run_dir: Path, cfg: DictConfig) -> None:
 
 def same_run_below(root: Path, cfg: DictConfig, run_dir: Path) -> Path | None:
     """A folder below ``root``, other than ``run_dir``, holding a completed run of this
-    configuration and seed (:func:`completed_run`; read from its config.yaml, not its checkpoints)."""
+    configuration and seed (its config.yaml first, then :func:`completed_run`)."""
     for config in sorted(root.rglob(CONFIG)):
         folder = config.parent
-        if ".hydra" in folder.parts or folder.resolve() == run_dir.resolve() or run_status(folder) != "completed":
+        if ".hydra" in folder.parts or folder.resolve() == run_dir.resolve():
             continue
         try:
             if identity(OmegaConf.load(config)) != identity(cfg):
