@@ -34,14 +34,19 @@ def pooled_empty(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def windows(x: torch.Tensor, kernel_size: int, stride: int, padding: int = 0, fill: float = 0.0) -> torch.Tensor:
     """The values of every pooling window, row-major within the window; padded positions hold
-    ``fill`` (see :func:`padded_positions` for where they are).
+    ``fill`` (see :func:`padded_positions` for where they are). Built from the ``k*k`` strided
+    slices of ``x`` (one per window offset): cheaper than ``unfold`` forward and backward, and
+    standard operators (Slice, Concat) once exported to ONNX, where ``unfold`` becomes gathers.
 
     Shape: (B, C, H, W) -> (B, C, Ho, Wo, k*k).
     """
     if padding:
         x = F.pad(x, (padding,) * 4, value=fill)  # (B, C, H + 2p, W + 2p)
-    patches = x.unfold(2, kernel_size, stride).unfold(3, kernel_size, stride)  # (B, C, Ho, Wo, k, k)
-    return patches.flatten(-2)  # (B, C, Ho, Wo, k*k)
+    height, width = ((side - kernel_size) // stride + 1 for side in x.shape[2:])  # Ho, Wo
+    rows, cols = stride * (height - 1) + 1, stride * (width - 1) + 1  # the lines a window offset spans
+    offsets = range(kernel_size)
+    slices = [x[:, :, i : i + rows : stride, j : j + cols : stride] for i in offsets for j in offsets]  # (B, C, Ho, Wo)
+    return torch.stack(slices, dim=-1)  # (B, C, Ho, Wo, k*k)
 
 
 def padded_positions(height: int, width: int, kernel_size: int, stride: int, padding: int, device=None) -> torch.Tensor:
