@@ -5,6 +5,10 @@
 - ``reference``: always the pure-PyTorch reference code (it defines the results; the kernels are
   tested against it given the same noise).
 - ``cpp``: the C++ kernels where they apply (CPU float32/float64), the reference elsewhere.
+
+Export (``torch.export``, ``torch.onnx.export``) and ``torch.jit.trace`` always take the reference
+code, standard ATen operators that ONNX Runtime and other runtimes serve without this package; a
+pooler that samples at random is refused there (:func:`refuse_lowering_samples`).
 - ``triton``: the Triton kernels where they apply (float32/float16/bfloat16 on CUDA; on CPU tensors
   with ``TRITON_INTERPRET=1``, Triton's interpreter, which is how the CPU test suite checks them),
   the reference elsewhere.
@@ -63,9 +67,23 @@ def kernels_for(*tensors: torch.Tensor, kernel_size: int = 2) -> str | None:
     """The kernels (``"cpp"`` or ``"triton"``) that run a pooler given ``tensors`` (input first, then
     parameters, all on one device), or None for the reference code."""
     x = tensors[0]
-    if any(t.device != x.device for t in tensors[1:]):
+    if lowering() or any(t.device != x.device for t in tensors[1:]):
         return None
     return _kernels_for(selected(), x.device.type, x.dtype, kernel_size, triton_interpreted())
+
+
+def lowering() -> bool:
+    """Whether a pooler is being exported (``torch.export``, ``torch.onnx.export``) or traced
+    (``torch.jit.trace``): then it runs the reference code, standard ATen operators that every
+    runtime serves, instead of this package's kernels."""
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+def refuse_lowering_samples(pooler: str, why: str) -> None:
+    """Export and tracing take a pooler's deterministic evaluation formula only: a one-line
+    ValueError, naming what makes ``pooler`` sample (``why``), when one that samples is lowered."""
+    if lowering():
+        raise ValueError(f"{pooler} cannot be exported or traced while it samples at random ({why})")
 
 
 def _kernels_for(choice: str, device: str, dtype: torch.dtype, kernel_size: int, interpreted: bool) -> str | None:

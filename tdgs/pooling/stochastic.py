@@ -34,6 +34,8 @@ def stochastic_pool2d(
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
     check_input(x, kernel_size, stride, padding)
+    if training:
+        backend.refuse_lowering_samples("stochastic_pool2d", "training=True: call model.eval() first")
     kernels = backend.kernels_for(x, kernel_size=kernel_size) if uniforms is None else None
     if kernels is not None:
         seed = backend.draw_seed(x.device) if training else ops.no_seed(x.device)

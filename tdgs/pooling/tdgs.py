@@ -81,6 +81,9 @@ def tdgs_pool2d(
     check_input(x, kernel_size, stride, padding)
     check_options(normalize, hard, eval_mode, rectifier)
     sampling = training or eval_mode == "sample"
+    if sampling:
+        why = "eval_mode='sample': set it to 'expectation' or 'argmax'"
+        backend.refuse_lowering_samples("tdgs_pool2d", "training=True: call model.eval() first" if training else why)
     kernels = backend.kernels_for(x, temperature, kernel_size=kernel_size) if gumbels is None else None
     if kernels is not None:
         mode = ("hard" if hard else "soft") if sampling else eval_mode

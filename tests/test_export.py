@@ -1,0 +1,159 @@
+"""From training to deployment: every pooler in evaluation mode exports (``torch.export``,
+``torch.onnx.export``) and traces (``torch.jit.trace``) to standard operators only, which ONNX
+Runtime runs with PyTorch's outputs (the kernels'); a pooler that samples is refused in one line."""
+
+import collections
+import warnings
+
+import onnx
+import onnxruntime
+import pytest
+import torch
+from conftest import ALL_POOLERS, RANDOM_POOLERS
+from torchvision import models
+
+from tdgs.model import PoolingCNN
+from tdgs.pooling import create_pooler, replace_pooling
+
+DECK_IMAGE = (1, 28, 28)
+TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
+
+
+def _deck(name, **options):
+    return PoolingCNN(name, DECK_IMAGE, 10, **options).eval()
+
+
+def _resnet(name):
+    """torchvision's ResNet-18 with the pooler in its stem's MaxPool2d(3, 2, padding=1): padding."""
+    model = replace_pooling(models.resnet18(num_classes=10), name)
+    model(torch.rand(2, 3, 32, 32))  # sizes the lazy poolers
+    return model.eval()
+
+
+def onnx_run(model, x, other, path):
+    """Export ``model`` to ONNX with a dynamic batch (traced on ``x``), run ``other`` (another
+    batch size) in ONNX Runtime: (ONNX Runtime's output, the ONNX graph)."""
+    torch.onnx.export(model, (x,), path, dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    graph = onnx.load(path)
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: other.numpy()})[0]), graph
+
+
+def operators(graph) -> collections.Counter:
+    """(domain, operator) -> count of the ONNX graph's nodes, its local functions' included."""
+    nodes = list(graph.graph.node) + [node for function in graph.functions for node in function.node]
+    return collections.Counter((node.domain or "ai.onnx", node.op_type) for node in nodes)
+
+
+def assert_standard(graph):
+    used = operators(graph)
+    assert {domain for domain, _ in used} == {"ai.onnx"}, used
+    assert not graph.functions  # no custom functions either: every node is a standard operator
+
+
+NETWORKS = {
+    "deck_cnn": (_deck, (4, *DECK_IMAGE), (7, *DECK_IMAGE)),
+    "resnet18": (_resnet, (2, 3, 32, 32), (5, 3, 32, 32)),
+}
+
+
+@pytest.mark.parametrize("network", list(NETWORKS))
+@pytest.mark.parametrize("name", ALL_POOLERS)
+def test_onnx_runtime_matches_pytorch_eval(network, name, tmp_path):
+    build, shape, other_shape = NETWORKS[network]
+    model = build(name)
+    x, other = torch.randn(shape), torch.randn(other_shape)
+    got, graph = onnx_run(model, x, other, tmp_path / "model.onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(got, model(other), **TOLERANCE)
+    assert_standard(graph)
+
+
+@pytest.mark.parametrize("normalize", ["l2", "none", "l1", "max"])
+@pytest.mark.parametrize("eval_mode", ["expectation", "argmax"])
+def test_every_tdgs_evaluation_exports_with_padding(normalize, eval_mode, tmp_path):
+    pool = create_pooler("tdgs", 3, kernel_size=3, stride=2, padding=1, normalize=normalize, eval_mode=eval_mode)
+    x, other = torch.randn(2, 3, 9, 9), torch.randn(3, 3, 9, 9) * 10
+    pool(x)
+    pool.eval()
+    got, graph = onnx_run(pool, x, other, tmp_path / "pool.onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(got, pool(other), **TOLERANCE)
+    assert_standard(graph)
+
+
+@pytest.mark.parametrize("granularity", ["position", "channel", "layer"])
+def test_deck_cnn_argmax_and_granularities(granularity, tmp_path):
+    model = _deck("tdgs", eval_mode="argmax", granularity=granularity)
+    x, other = torch.rand(3, *DECK_IMAGE), torch.rand(6, *DECK_IMAGE)
+    got, graph = onnx_run(model, x, other, tmp_path / "model.onnx")
+    with torch.no_grad():
+        torch.testing.assert_close(got, model(other), **TOLERANCE)
+    assert_standard(graph)
+
+
+@pytest.mark.parametrize("padding", [0, 1], ids=["unpadded", "padded"])
+@pytest.mark.parametrize("name", ALL_POOLERS)
+def test_torch_export_keeps_no_custom_operator(name, padding):
+    """The exported program of every pooler in evaluation mode holds ATen operators only (none of
+    ``torch.ops.tdgs``): no runtime needs this package."""
+    pool = create_pooler(name, 4, kernel_size=3, stride=2, padding=padding)
+    x = torch.randn(2, 4, 11, 11)
+    pool(x)
+    pool.eval()
+    program = torch.export.export(pool, (x,))
+    targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+    assert targets and all(target.startswith("aten.") or target.startswith("<built-in") for target in targets), targets
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), pool(x), **TOLERANCE)
+
+
+@pytest.mark.parametrize("name", ALL_POOLERS)
+def test_jit_trace_of_an_evaluation_model(name):
+    """``torch.jit.trace`` records the same standard operators (``torch.jit.script`` is not supported:
+    the poolers' Python checks and options are outside TorchScript)."""
+    model = _deck(name)
+    x, other = torch.rand(4, *DECK_IMAGE), torch.rand(9, *DECK_IMAGE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated; shape checks become constants (TracerWarning)
+        traced = torch.jit.trace(model, x)
+    assert not [node.kind() for node in traced.inlined_graph.nodes() if node.kind().startswith("tdgs::")]
+    with torch.no_grad():
+        torch.testing.assert_close(traced(other), model(other), **TOLERANCE)
+
+
+@pytest.mark.parametrize("name", RANDOM_POOLERS)
+def test_a_pooler_that_samples_is_refused_in_one_line(name):
+    """Training-mode export of a random pooler (and TDGS's eval_mode="sample") would bake one draw, or
+    torch's generator, into the graph: refused, naming what samples and what to do."""
+    pool = create_pooler(name, 2)
+    x = torch.rand(1, 2, 8, 8)
+    pool(x)
+    with pytest.raises(
+        ValueError,
+        match=r"^\w+_pool2d cannot be exported or traced while it samples at random "
+        r"\(training=True: call model.eval\(\) first\)$",
+    ):
+        torch.export.export(pool, (x,))
+    with pytest.raises(ValueError, match="cannot be exported or traced"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(pool, x)
+    pool.eval()
+    torch.export.export(pool, (x,))  # evaluation: fine
+
+
+def test_tdgs_sample_evaluation_is_refused_in_one_line():
+    pool = create_pooler("tdgs", 2, eval_mode="sample")
+    x = torch.rand(1, 2, 8, 8)
+    pool(x)
+    with pytest.raises(ValueError, match=r"eval_mode='sample': set it to 'expectation' or 'argmax'\)$"):
+        torch.export.export(pool.eval(), (x,))
+
+
+@pytest.mark.parametrize("name", ["max", "avg", "mixed", "gated"])
+def test_deterministic_poolers_export_in_training_mode_too(name):
+    """Their training formula is their evaluation formula: a training-mode export is the same graph."""
+    pool = create_pooler(name, 2)
+    x = torch.rand(1, 2, 8, 8)
+    pool(x)
+    torch.testing.assert_close(torch.export.export(pool, (x,)).module()(x), pool(x))
