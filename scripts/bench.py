@@ -18,13 +18,16 @@
    (``trainer=modern``: AdamW and its weight-decay groups, the cosine schedule, label smoothing,
    random crops; and with flips and normalised inputs) against the deck's recipe, and the
    evaluation of 1000 images (what validation adds to an epoch).
+7. export: the deck's CNN (MNIST geometry) in evaluation mode exported to ONNX per pooler: one ONNX
+   Runtime inference (CPU) against max pooling's and against PyTorch's eval forward, the largest
+   difference of their outputs, and the ONNX operators of the TDGS graph (needs ``.[export]``).
 
 Times are medians over interleaved rounds (each candidate once per round, so slow drifts of the
 machine hit all alike); ratios are measured in one process. Prints Markdown tables and writes one
 CSV per table under ``outputs/bench/``.
 
     python scripts/bench.py [--reps 15] [--batch 64] [--device cpu|cuda] [--precision 32] [--threads N] [--quick]
-                            [--only poolers steps networks epoch memory recipe]
+                            [--only poolers steps networks epoch memory recipe export]
 """
 
 from __future__ import annotations
@@ -189,7 +192,7 @@ def bench_poolers(args, device) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-SECTIONS = ["poolers", "steps", "networks", "epoch", "memory", "recipe"]
+SECTIONS = ["poolers", "steps", "networks", "epoch", "memory", "recipe", "export"]
 WARM_UP = 2  # untimed rounds before the timed ones (none with --quick)
 MODES = {"eager": "none", "graph": "graph"}  # bench mode -> trainer.compile
 
@@ -297,6 +300,48 @@ def bench_networks(args, device) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+def bench_export(args, out: Path) -> tuple[pd.DataFrame, str]:
+    """One inference of the deck's CNN (MNIST geometry, batch ``args.batch``, CPU) per pooler,
+    exported to ONNX and run by ONNX Runtime on torch's thread count, against max pooling, and
+    PyTorch's eval forward of the same model; with the largest output difference, and the TDGS
+    graph's ONNX operators (domain: count)."""
+    import collections
+
+    import onnx
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    x = torch.rand(args.batch, *GEOMETRIES["mnist"])
+    fns, diffs, tdgs_operators = {}, {}, ""
+    for name in ["max", "tdgs"] if args.quick else POOLERS:
+        model = PoolingCNN(name, GEOMETRIES["mnist"], 10).eval()
+        path = out / f"deck_cnn_{name}.onnx"
+        torch.onnx.export(model, (x,), path, dynamo=True, verbose=False)
+        session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x.numpy()}
+        with torch.no_grad():
+            diffs[name] = float(abs(session.run(None, feed)[0] - model(x).numpy()).max())
+        fns[name, "onnxruntime"] = lambda session=session, feed=feed: session.run(None, feed)
+        fns[name, "pytorch"] = torch.no_grad()(lambda model=model: model(x))
+        if name == "tdgs":
+            used = collections.Counter(f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in onnx.load(path).graph.node)
+            tdgs_operators = ", ".join(f"{op} {count}" for op, count in sorted(used.items()))
+    medians = interleaved_medians(fns, args.reps, args.inner, torch.device("cpu"))
+    rows = [
+        {
+            "pooler": name,
+            "onnxruntime_ms": 1e3 * medians[name, "onnxruntime"],
+            "ratio_to_max": medians[name, "onnxruntime"] / medians["max", "onnxruntime"],
+            "pytorch_ms": 1e3 * medians[name, "pytorch"],
+            "pytorch_ratio_to_max": medians[name, "pytorch"] / medians["max", "pytorch"],
+            "max_abs_diff": diffs[name],
+        }
+        for name in diffs
+    ]
+    return pd.DataFrame(rows), tdgs_operators
 
 
 def bench_epoch(args, device) -> pd.DataFrame:
@@ -533,6 +578,16 @@ def main() -> None:
         table = recipe.assign(column=recipe.pooler + " " + recipe["mode"], row=recipe.dataset + ", " + recipe.recipe)
         ratio = lambda v: "" if math.isnan(v) else f" ({v:.2f}x)"  # noqa: E731
         print(markdown(wide(table, "row", "column", lambda r: f"{r.ms:.2f}{ratio(r.ratio_to_default)}")) + "\n")
+
+    if "export" in args.only:
+        export, tdgs_operators = bench_export(args, args.out)
+        export.to_csv(args.out / "export_cpu.csv", index=False)
+        print(
+            f"## ONNX export: the deck's CNN (MNIST geometry, batch {args.batch}) in evaluation mode, one inference "
+            "on the CPU: median ms (ratio to max), and the largest difference of ONNX Runtime's output from PyTorch's\n"
+        )
+        print(markdown(export.round(3).assign(max_abs_diff=export.max_abs_diff.map("{:.1e}".format))) + "\n")
+        print(f"TDGS graph's ONNX operators: {tdgs_operators}\n")
 
     if "memory" in args.only and (device.type == "cuda" or Path("/proc/self/clear_refs").exists()):
         memory = bench_memory(args, device)
