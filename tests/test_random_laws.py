@@ -146,3 +146,20 @@ def test_a_kernel_backends_s3_lines_match_the_references(name):
     subsets = list(itertools.combinations(range(4), 2))
     counts = [[draws.count(s) for s in subsets] for draws in (s3_lines("reference", "cpu"), s3_lines(name, device))]
     assert chi2_contingency(counts).pvalue > P_MIN
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [("stochastic", {}), ("s3", {}), ("tdgs", {"eval_mode": "expectation"}), ("tdgs", {"eval_mode": "argmax"})],
+    ids=["stochastic", "s3", "tdgs-expectation", "tdgs-argmax"],
+)
+def test_evaluation_that_does_not_sample_leaves_torchs_generator_alone(name, options, backends):
+    """So evaluating between training steps does not change what training draws next."""
+    pool = create_pooler(name, 3, **options)
+    x = torch.rand(2, 3, 8, 8, device=backends)
+    pool(x)  # sizes TDGS's temperatures
+    pool.eval()
+    before = torch.get_rng_state(), torch.cuda.get_rng_state() if backends == "cuda" else None
+    pool(x)
+    after = torch.get_rng_state(), torch.cuda.get_rng_state() if backends == "cuda" else None
+    assert torch.equal(before[0], after[0]) and (before[1] is None or torch.equal(before[1], after[1]))
