@@ -368,6 +368,26 @@ def test_other_devices_and_dtypes_run_the_reference_code():
             assert out.shape == (2, 3, 4, 4) and out.device.type == device and out.dtype == dtype
 
 
+@pytest.mark.skipif("cpp" not in KERNEL_BACKENDS, reason="needs the C++ kernels")
+def test_windows_wider_than_the_cpp_kernels_take_run_the_reference_code():
+    """The C++ kernels take windows up to 8x8: a 9x9 one runs the reference code, whatever the backend asks."""
+    x = torch.randn(2, 3, 18, 18)
+    t, logit, mask = torch.rand(3, 2, 2) + 0.5, torch.randn(3), torch.randn(3, 81)
+    calls = {
+        "tdgs": lambda: tdgs_pool2d(x, t, kernel_size=9, stride=9, training=False),
+        "mixed": lambda: mixed_pool2d(x, logit, kernel_size=9, stride=9),
+        "gated": lambda: gated_pool2d(x, mask, logit, kernel_size=9, stride=9),
+        "stochastic": lambda: stochastic_pool2d(x, kernel_size=9, stride=9, training=False),
+        "s3": lambda: s3_pool2d(x, kernel_size=9, stride=9, grid_size=9, training=False),
+    }
+    assert backend.kernels_for(x, kernel_size=9) is None
+    for name, call in calls.items():
+        with backend.use("reference"):
+            expected = call()
+        with backend.use("cpp"):
+            torch.testing.assert_close(call(), expected, msg=name)
+
+
 def test_the_backend_switch(monkeypatch):
     x = torch.rand(1, 1, 4, 4)
     assert backend.kernels_for(x) == "cpp"  # auto: C++ for CPU float32

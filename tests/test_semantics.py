@@ -159,6 +159,17 @@ def test_s3_training_outputs_entries_of_the_stride1_max_map(size, path):
     assert torch.equal(out.cpu(), expected)
 
 
+@pytest.mark.parametrize("path", ["reference", *KERNEL_BACKENDS])
+def test_s3_keeps_the_lines_it_is_given(path):
+    """Given ``lines``, every backend keeps exactly those (the draw fixed), not lines of its own."""
+    device = TRITON_DEVICE if path == "triton" else "cpu"
+    x = torch.randn(2, 3, 8, 8, device=device)
+    rows, cols = torch.tensor([1, 2, 4, 7], device=device), torch.tensor([0, 3, 5, 6], device=device)
+    with backend.use(path):
+        out = s3_pool2d(x, training=True, lines=(rows, cols))
+    assert torch.equal(out.cpu(), _stride1_max_map(x.cpu())[:, :, rows.cpu()][:, :, :, cols.cpu()])
+
+
 @pytest.mark.parametrize("name", KERNEL_BACKENDS)
 def test_s3_kernel_draw_is_uniform_over_subsets(name):
     """The kernels' draw (Philox keys ranked per block): 6000 blocks of 4 lines, 2 kept from each."""
