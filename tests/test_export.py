@@ -13,7 +13,8 @@ from conftest import ALL_POOLERS, RANDOM_POOLERS
 from torchvision import models
 
 from tdgs.model import PoolingCNN
-from tdgs.pooling import create_pooler, replace_pooling
+from tdgs.pooling import create_pooler, replace_pooling, s3_pool2d, stochastic_pool2d, tdgs_pool2d
+from tdgs.pooling.tdgs import gumbel_noise
 
 DECK_IMAGE = (1, 28, 28)
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
@@ -140,6 +141,51 @@ def test_a_pooler_that_samples_is_refused_in_one_line(name):
         torch.jit.trace(pool, x)
     pool.eval()
     torch.export.export(pool, (x,))  # evaluation: fine
+
+
+def test_onnx_export_of_a_training_model_is_refused_with_that_line(tmp_path):
+    model = PoolingCNN("tdgs", DECK_IMAGE, 10)  # in training mode
+    with pytest.raises(Exception) as caught:
+        torch.onnx.export(model, (torch.rand(2, *DECK_IMAGE),), tmp_path / "m.onnx", dynamo=True, verbose=False)
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert str(caught.value.__cause__).startswith("tdgs_pool2d cannot be exported or traced while it samples")
+
+
+def test_the_torchscript_based_onnx_exporter_exports_the_evaluation_formula(tmp_path):
+    """``dynamo=False`` (TorchScript tracing) puts the model in evaluation mode while it exports."""
+    model = PoolingCNN("tdgs", DECK_IMAGE, 10)
+    x = torch.rand(3, *DECK_IMAGE)
+    path = tmp_path / "legacy.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), path, dynamo=False)
+    assert model.training  # given back as it was
+    assert_standard(onnx.load(path))
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    with torch.no_grad():
+        torch.testing.assert_close(got, model.eval()(x), **TOLERANCE)
+
+
+@pytest.mark.parametrize("name", RANDOM_POOLERS)
+def test_a_pooler_given_its_noise_exports_in_training_mode(name):
+    """Given noise (``gumbels``, ``uniforms``, ``lines``) fixes the draw: nothing random to refuse."""
+    temperature, gumbels = torch.rand(3, 4, 4) + 0.5, gumbel_noise((2, 3, 4, 4, 4), dtype=torch.float32)
+    uniforms, lines = torch.rand(2, 3, 4, 4), (torch.tensor([0, 3, 4, 6]), torch.tensor([1, 2, 5, 7]))
+    pool = {
+        "tdgs": lambda x: tdgs_pool2d(x, temperature, gumbels=gumbels),
+        "stochastic": lambda x: stochastic_pool2d(x, uniforms=uniforms),
+        "s3": lambda x: s3_pool2d(x, lines=lines),
+    }[name]
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return pool(x)
+
+    program = torch.export.export(Fixed(), (torch.rand(2, 3, 8, 8),))
+    assert not [n for n in program.graph.nodes if n.op == "call_function" and "tdgs" in str(n.target)]
+    other = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(program.module()(other), pool(other))
 
 
 def test_tdgs_sample_evaluation_is_refused_in_one_line():

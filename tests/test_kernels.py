@@ -369,8 +369,12 @@ def test_other_devices_and_dtypes_run_the_reference_code():
 
 
 @pytest.mark.skipif("cpp" not in KERNEL_BACKENDS, reason="needs the C++ kernels")
-def test_windows_wider_than_the_cpp_kernels_take_run_the_reference_code():
+def test_windows_wider_than_the_cpp_kernels_take_run_the_reference_code(monkeypatch):
     """The C++ kernels take windows up to 8x8: a 9x9 one runs the reference code, whatever the backend asks."""
+    module, kernel_calls = backend.module("cpp"), []
+    for name in ("tdgs_forward", "gated_forward", "stochastic_forward", "s3_forward"):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name: (kernel_calls.append(_n), _f(*a))[1])
     x = torch.randn(2, 3, 18, 18)
     t, logit, mask = torch.rand(3, 2, 2) + 0.5, torch.randn(3), torch.randn(3, 81)
     calls = {
@@ -386,6 +390,7 @@ def test_windows_wider_than_the_cpp_kernels_take_run_the_reference_code():
             expected = call()
         with backend.use("cpp"):
             torch.testing.assert_close(call(), expected, msg=name)
+    assert not kernel_calls
 
 
 def test_the_backend_switch(monkeypatch):
@@ -560,9 +565,16 @@ def test_operators_pass_opcheck(kernels):
         torch.library.opcheck(op, args)
 
 
+@pytest.mark.parametrize("dynamo", ["as-is", "torch<2.14"])
 @pytest.mark.parametrize("kernels", KERNEL_BACKENDS, indirect=True)
-def test_torch_compile_keeps_the_kernels(kernels, monkeypatch):
-    """Inside torch.compile the poolers run the registered operators, i.e. the fast kernels."""
+def test_torch_compile_keeps_the_kernels(kernels, dynamo, monkeypatch):
+    """Inside torch.compile the poolers run the registered operators, i.e. the fast kernels, and
+    sample: compiling is not exporting. Before torch 2.14 dynamo read ``torch.compiler.is_exporting()``
+    as True while torch.compile traced (pytorch#176347); ``torch<2.14`` emulates that here."""
+    if dynamo == "torch<2.14":
+        # True in code dynamo traces (it folds is_dynamo_compiling()), the real flag where Python runs it
+        flag = lambda: torch.compiler._is_exporting_flag or torch.compiler.is_dynamo_compiling()  # noqa: E731
+        monkeypatch.setattr(torch.compiler, "is_exporting", flag)
     module = backend.module(backend.kernels_for(torch.empty(1, 1, 2, 2, device=kernels)))
     calls = []
     for name in ("tdgs_forward", "tdgs_backward", "gated_forward", "stochastic_forward"):

@@ -5,10 +5,6 @@
 - ``reference``: always the pure-PyTorch reference code (it defines the results; the kernels are
   tested against it given the same noise).
 - ``cpp``: the C++ kernels where they apply (CPU float32/float64), the reference elsewhere.
-
-Export (``torch.export``, ``torch.onnx.export``) and ``torch.jit.trace`` always take the reference
-code, standard ATen operators that ONNX Runtime and other runtimes serve without this package; a
-pooler that samples at random is refused there (:func:`refuse_lowering_samples`).
 - ``triton``: the Triton kernels where they apply (float32/float16/bfloat16 on CUDA; on CPU tensors
   with ``TRITON_INTERPRET=1``, Triton's interpreter, which is how the CPU test suite checks them),
   the reference elsewhere.
@@ -16,6 +12,10 @@ pooler that samples at random is refused there (:func:`refuse_lowering_samples`)
 :func:`use` switches it inside a block (tests, benchmarks). Every kernel draws its randomness from a
 64-bit key that :func:`draw_seed` takes from torch's generator on the tensors' device, so
 ``torch.manual_seed`` keeps runs reproducible and a captured CUDA graph draws a fresh key per replay.
+
+Export (``torch.export``, ``torch.onnx.export``) and ``torch.jit.trace`` always take the reference
+code, standard ATen operators that ONNX Runtime and other runtimes serve without this package; a
+pooler drawing at random is refused there (:func:`refuse_lowering_samples`).
 """
 
 from __future__ import annotations
@@ -79,9 +79,15 @@ def lowering() -> bool:
     return torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
+# taken as a constant, computed in Python, when torch.compile or a strict export traces it: before torch
+# 2.14, dynamo replaced torch.compiler.is_exporting() by True in traced code, under torch.compile too
+# (pytorch#176347), which would send compiled models to the reference code and refuse the random poolers
+lowering._dynamo_marked_constant = True
+
+
 def refuse_lowering_samples(pooler: str, why: str) -> None:
-    """Export and tracing take a pooler's deterministic evaluation formula only: a one-line
-    ValueError, naming what makes ``pooler`` sample (``why``), when one that samples is lowered."""
+    """Export and tracing take deterministic poolers only: a one-line ValueError, naming what makes
+    ``pooler`` sample (``why``), when one that draws at random is lowered (given noise is fine)."""
     if lowering():
         raise ValueError(f"{pooler} cannot be exported or traced while it samples at random ({why})")
 

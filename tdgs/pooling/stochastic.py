@@ -34,7 +34,7 @@ def stochastic_pool2d(
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
     check_input(x, kernel_size, stride, padding)
-    if training:
+    if training and uniforms is None:
         backend.refuse_lowering_samples("stochastic_pool2d", "training=True: call model.eval() first")
     kernels = backend.kernels_for(x, kernel_size=kernel_size) if uniforms is None else None
     if kernels is not None:

@@ -81,7 +81,7 @@ def tdgs_pool2d(
     check_input(x, kernel_size, stride, padding)
     check_options(normalize, hard, eval_mode, rectifier)
     sampling = training or eval_mode == "sample"
-    if sampling:
+    if sampling and gumbels is None:
         why = "eval_mode='sample': set it to 'expectation' or 'argmax'"
         backend.refuse_lowering_samples("tdgs_pool2d", "training=True: call model.eval() first" if training else why)
     kernels = backend.kernels_for(x, temperature, kernel_size=kernel_size) if gumbels is None else None
