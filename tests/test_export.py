@@ -72,7 +72,7 @@ def test_onnx_runtime_matches_pytorch_eval(network, name, tmp_path):
 
 @pytest.mark.parametrize("normalize", ["l2", "none", "l1", "max"])
 @pytest.mark.parametrize("eval_mode", ["expectation", "argmax"])
-def test_every_tdgs_evaluation_exports_with_padding(normalize, eval_mode, tmp_path):
+def test_every_tdgs_evaluation_runs_in_onnx_runtime_with_padding(normalize, eval_mode, tmp_path):
     pool = create_pooler("tdgs", 3, kernel_size=3, stride=2, padding=1, normalize=normalize, eval_mode=eval_mode)
     x, other = torch.randn(2, 3, 9, 9), torch.randn(3, 3, 9, 9) * 10
     pool(x)
@@ -84,7 +84,7 @@ def test_every_tdgs_evaluation_exports_with_padding(normalize, eval_mode, tmp_pa
 
 
 @pytest.mark.parametrize("granularity", ["position", "channel", "layer"])
-def test_deck_cnn_argmax_and_granularities(granularity, tmp_path):
+def test_deck_cnn_argmax_and_granularities_in_onnx_runtime(granularity, tmp_path):
     model = _deck("tdgs", eval_mode="argmax", granularity=granularity)
     x, other = torch.rand(3, *DECK_IMAGE), torch.rand(6, *DECK_IMAGE)
     got, graph = onnx_run(model, x, other, tmp_path / "model.onnx")

@@ -77,7 +77,7 @@ BAD_OPTIONS = [
 
 @pytest.mark.parametrize("name,options,key", BAD_OPTIONS)
 def test_bad_options_name_the_option(name, options, key):
-    with pytest.raises(ValueError, match=key) as info:
+    with pytest.raises(ValueError, match=rf"\b{key}\b") as info:  # the option's own name, as a word
         create_pooler(name, 4, **options)
     assert "\n" not in str(info.value)
 
@@ -251,6 +251,19 @@ def test_pooler_built_without_channels_takes_them_from_its_first_input(name):
         for training in (True, False):
             pool.train(training), fresh.train(training)
             torch.testing.assert_close(run_seeded(fresh, x), run_seeded(pool, x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["mixed", "gated", "tdgs"])
+def test_layer_granularity_shares_one_set_of_parameters_for_any_channel_count(name):
+    """One set of parameters per layer, built without or with ``channels``, state_dict loaded or not:
+    never tied to a channel count."""
+    for channels in (None, 4):
+        pool = create_pooler(name, channels, granularity="layer")
+        pool(torch.rand(2, channels or 3, 8, 8))
+        assert all(p.shape[0] == 1 for p in pool.parameters())
+        fresh = create_pooler(name, granularity="layer")
+        fresh.load_state_dict(pool.state_dict())
+        assert fresh.channels is None and fresh(torch.rand(2, 7, 8, 8)).shape == (2, 7, 4, 4)
 
 
 @pytest.mark.parametrize("name", ["mixed", "gated", "tdgs"])

@@ -118,6 +118,7 @@ def test_a_shared_pool_becomes_one_pooler_everywhere_it_sits():
         (nn.AdaptiveAvgPool2d(1), "AdaptiveAvgPool2d. has no fixed window"),
         (nn.AvgPool2d(3, 2, padding=1), "count_include_pad=True"),
         (nn.AvgPool2d(2, divisor_override=3), "divisor_override=3"),
+        (nn.AvgPool2d(3, 1, padding=(1, 0)), r"^1 has padding=\(1, 0\); the poolers take square windows only$"),
     ],
 )
 def test_average_pools_are_taken_only_where_a_pooler_means_the_same(pool, match):
@@ -130,6 +131,12 @@ def test_average_pools_are_taken_only_where_a_pooler_means_the_same(pool, match)
     )
     x = torch.rand(2, 3, 9, 9)
     torch.testing.assert_close(model(x), nn.functional.avg_pool2d(x, 3, 2, 1, count_include_pad=False))
+
+
+def test_square_tuple_windows_are_taken():
+    """``nn.MaxPool2d((3, 3), (2, 2), (1, 1))`` is ``nn.MaxPool2d(3, 2, 1)``."""
+    model = replace_pooling(nn.Sequential(nn.MaxPool2d((3, 3), stride=(2, 2), padding=(1, 1))), "tdgs")
+    assert (model[0].kernel_size, model[0].stride, model[0].padding) == (3, 2, 1)
 
 
 def test_bad_pooler_name_or_option_is_refused_before_anything_changes():

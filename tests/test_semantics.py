@@ -9,6 +9,7 @@ from conftest import KERNEL_BACKENDS, TRITON_DEVICE
 from scipy.stats import chisquare
 
 from tdgs.pooling import backend, create_pooler, s3_pool2d
+from tdgs.pooling.gated import gate_map
 from tdgs.pooling.s3 import kernel_lines, sampled_lines
 
 P_MIN = 0.01  # a seeded statistical test fails below this p-value
@@ -55,6 +56,19 @@ def test_gated_gate_follows_the_mask():
     expected = gate * high[0, 0] + (1 - gate) * low[0, 0]
     torch.testing.assert_close(pool(x)[0, 0], expected)
     torch.testing.assert_close(pool(x)[0, 1], (low + high)[0, 1] / 2)  # channel 1 still at 0.5
+
+
+def test_gated_gate_is_the_sigmoid_of_each_windows_response():
+    """``GatedPool.gate``: ``sigmoid(w . R_j + b)`` for every window of the pooler's own geometry;
+    :func:`gate_map`'s defaults are the 2x2, stride-2 window."""
+    pool = create_pooler("gated", 2, kernel_size=3, stride=1, padding=1)
+    torch.nn.init.normal_(pool.mask), torch.nn.init.normal_(pool.bias)
+    x = torch.randn(2, 2, 5, 5)
+    windows = F.pad(x, (1, 1, 1, 1)).unfold(2, 3, 1).unfold(3, 3, 1).flatten(-2)  # (B, C, 5, 5, 9)
+    expected = torch.sigmoid((windows * pool.mask[:, None, None, :]).sum(-1) + pool.bias[:, None, None])
+    torch.testing.assert_close(pool.gate(x), expected.detach())
+    mask, bias = torch.randn(2, 4), torch.randn(2)
+    torch.testing.assert_close(gate_map(x, mask, bias), gate_map(x, mask, bias, kernel_size=2, stride=2, padding=0))
 
 
 def test_gated_layer_shares_one_mask():
