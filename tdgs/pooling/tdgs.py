@@ -22,7 +22,7 @@ GRANULARITIES = ("position", "channel", "layer")
 RECTIFIERS = ("relu", "softplus")
 
 
-def rectified_temperature(theta: torch.Tensor, rectifier: str = "relu", eps: float = 0.1) -> torch.Tensor:
+def rectified_temperature(theta: torch.Tensor, rectifier: str, eps: float) -> torch.Tensor:
     """``T = relu(theta) + eps`` (or ``softplus(theta) + eps``): strictly positive for any ``theta``."""
     return (F.relu(theta) if rectifier == "relu" else F.softplus(theta)) + eps
 
