@@ -11,7 +11,7 @@ from conftest import ALL_POOLERS, run_seeded
 from torch import nn
 from torchvision import models
 
-from tdgs.pooling import Pool2d, replace_pooling
+from tdgs.pooling import Pool2d, TDGSPool, replace_pooling
 
 # name -> (constructor, input side): the smallest input each network takes
 NETWORKS = {
@@ -89,8 +89,10 @@ def test_only_the_given_types_are_replaced():
         (nn.MaxPool2d(2, dilation=2), "dilation=2"),
         (nn.MaxPool2d(3, 2, ceil_mode=True), "ceil_mode=True"),  # GoogLeNet's pools
         (nn.MaxPool2d(2, return_indices=True), "return_indices"),
-        (nn.MaxPool2d((3, 2)), r"kernel_size=\(3, 2\)"),
-        (nn.MaxPool2d(2, padding=(1, 0)), r"padding=\(1, 0\)"),
+        (nn.MaxPool2d((3, 2)), r"^2\.1 has kernel_size=\(3, 2\); the poolers take square windows only$"),
+        (nn.MaxPool2d(2, stride=(2, 1)), r"^2\.1 has stride=\(2, 1\); the poolers take square windows only$"),
+        (nn.MaxPool2d(2, padding=(1, 0)), r"^2\.1 has padding=\(1, 0\); the poolers take square windows only$"),
+        (nn.MaxPool2d(2, dilation=(1, 2)), r"^2\.1 has dilation=\(1, 2\); the poolers take square windows only$"),
     ],
 )
 def test_a_pool_no_pooler_can_stand_in_for_is_refused_in_one_line(pool, match):
@@ -137,6 +139,20 @@ def test_square_tuple_windows_are_taken():
     """``nn.MaxPool2d((3, 3), (2, 2), (1, 1))`` is ``nn.MaxPool2d(3, 2, 1)``."""
     model = replace_pooling(nn.Sequential(nn.MaxPool2d((3, 3), stride=(2, 2), padding=(1, 1))), "tdgs")
     assert (model[0].kernel_size, model[0].stride, model[0].padding) == (3, 2, 1)
+
+
+def test_a_pool_without_stride_or_padding_attributes_takes_the_defaults():
+    """``nn.LPPool2d(2, 3)`` keeps ``stride=None`` (the window's size) and has no ``padding``."""
+    model = replace_pooling(nn.Sequential(nn.LPPool2d(2, 3)), "avg", types=(nn.LPPool2d,))
+    assert (model[0].kernel_size, model[0].stride, model[0].padding) == (3, 3, 0)
+
+
+def test_this_packages_poolers_can_be_replaced_too():
+    """A TDGS network made a max-pooling one again: the poolers have no ``dilation`` or ``ceil_mode``."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), TDGSPool(kernel_size=3, stride=2, padding=1))
+    replace_pooling(model, "max", types=(Pool2d,))
+    pool = model[1]
+    assert type(pool).__name__ == "MaxPool" and (pool.kernel_size, pool.stride, pool.padding) == (3, 2, 1)
 
 
 def test_bad_pooler_name_or_option_is_refused_before_anything_changes():
