@@ -14,6 +14,7 @@ from tdgs.pooling import (
     stochastic_pool2d,
     tdgs_pool2d,
 )
+from tdgs.pooling.windows import normalized_windows
 
 MODES = pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 EACH = pytest.mark.parametrize("name", ALL_POOLERS)
@@ -279,6 +280,7 @@ def test_lazy_parameters_keep_the_module_dtype_whatever_the_input(name):
 
 FUNCTION_CASES = [
     (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), normalize="l3"), "normalize must be one of .* but got 'l3'"),
+    (lambda x: normalized_windows(x, "l3"), "^normalize must be one of 'l2', 'none', 'l1', 'max', but got 'l3'$"),
     (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), eval_mode="mean", training=False), "eval_mode .* 'mean'"),
     (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), rectifier="elu"), "rectifier .* 'elu'"),
     (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), hard="yes"), "hard must be True or False"),

@@ -59,7 +59,7 @@ def padded_positions(height: int, width: int, kernel_size: int, stride: int, pad
     return windows(inside, kernel_size, stride, padding)[0, 0] == 0  # (Ho, Wo, k*k)
 
 
-def normalized_windows(a: torch.Tensor, normalize: str = "l2") -> torch.Tensor:
+def normalized_windows(a: torch.Tensor, normalize: str) -> torch.Tensor:
     """Each window (last dimension) divided by its ``normalize`` norm: ``none``, ``l1``, ``l2``, or
     ``max`` (largest absolute value). A zero window stays zero. Shape: (..., k*k) -> (..., k*k)."""
     if normalize not in NORMALIZATIONS:
