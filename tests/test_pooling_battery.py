@@ -265,6 +265,10 @@ def test_layer_granularity_shares_one_set_of_parameters_for_any_channel_count(na
         fresh = create_pooler(name, granularity="layer")
         fresh.load_state_dict(pool.state_dict())
         assert fresh.channels is None and fresh(torch.rand(2, 7, 8, 8)).shape == (2, 7, 4, 4)
+        built = create_pooler(name, 5, granularity="layer")  # its channels stay what it was built for
+        built.load_state_dict(pool.state_dict())
+        with pytest.raises(ValueError, match="channels=5"):
+            built(torch.rand(2, 7, 8, 8))
 
 
 @pytest.mark.parametrize("name", ["mixed", "gated", "tdgs"])
