@@ -1,8 +1,11 @@
 """The battery every pooler passes (kornia-style): shapes, layouts, exceptions, module == function,
 finite values on extreme inputs, state_dict round trip, reproducibility."""
 
+import itertools
+
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import ALL_POOLERS, RANDOM_POOLERS, run_seeded
 
 from tdgs.pooling import (
@@ -14,7 +17,7 @@ from tdgs.pooling import (
     stochastic_pool2d,
     tdgs_pool2d,
 )
-from tdgs.pooling.windows import normalized_windows
+from tdgs.pooling.windows import normalized_windows, windows
 
 MODES = pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 EACH = pytest.mark.parametrize("name", ALL_POOLERS)
@@ -48,6 +51,30 @@ def test_noncontiguous_and_channels_last(name, training):
     torch.testing.assert_close(run_seeded(pool, x[:, :, ::1, :]), expected)
 
 
+@EACH
+@MODES
+def test_outputs_keep_max_poolings_memory_format(name, training, kernels):
+    """Channels-last in, channels-last out (as ``F.max_pool2d``); any other layout: contiguous out;
+    on every kernel backend (the reference code's layout is whatever its operators give)."""
+    pool = create_pooler(name, 4).train(training).to(kernels)
+    x = torch.rand(3, 4, 12, 10, device=kernels)
+    pool(x)
+    assert pool(x.to(memory_format=torch.channels_last)).is_contiguous(memory_format=torch.channels_last)
+    transposed = pool(x.transpose(2, 3).contiguous().transpose(2, 3))
+    assert transposed.is_contiguous() and pool(x).is_contiguous()
+
+
+def test_windows_are_unfolds_for_every_geometry():
+    """:func:`windows` (strided slices) against ``unfold``, the definition, for every window, stride
+    and padding up to the window's half, on sides the windows fit exactly or not."""
+    x = torch.randn(2, 3, 11, 9)
+    for k, s in itertools.product(range(1, 6), range(1, 7)):
+        for p in range(k // 2 + 1):
+            padded = F.pad(x, (p,) * 4)
+            expected = padded.unfold(2, k, s).unfold(3, k, s).flatten(-2)  # (B, C, Ho, Wo, k*k)
+            assert torch.equal(windows(x, k, s, p), expected), (k, s, p)
+
+
 BAD_OPTIONS = [
     ("max", {"kernel_size": 0}, "kernel_size"),
     ("avg", {"stride": 1.5}, "stride"),
@@ -58,6 +85,8 @@ BAD_OPTIONS = [
     ("s3", {"kernel_size": 2, "stride": 3, "grid_size": 3}, "stride"),
     ("tdgs", {"t0": 0}, "t0"),
     ("tdgs", {"t0": float("nan")}, "t0"),
+    ("tdgs", {"t0": True}, "t0"),  # a bool is not a number here
+    ("tdgs", {"eps": "0.1"}, "eps"),
     ("tdgs", {"eps": -0.1}, "eps"),
     ("tdgs", {"granularity": "pixel"}, "granularity"),
     ("tdgs", {"rectifier": "elu"}, "rectifier"),

@@ -32,16 +32,16 @@ def pooled_empty(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
 
 
-def windows(x: torch.Tensor, kernel_size: int, stride: int, padding: int = 0, fill: float = 0.0) -> torch.Tensor:
-    """The values of every pooling window, row-major within the window; padded positions hold
-    ``fill`` (see :func:`padded_positions` for where they are). Built from the ``k*k`` strided
+def windows(x: torch.Tensor, kernel_size: int, stride: int, padding: int) -> torch.Tensor:
+    """The values of every pooling window, row-major within the window; padded positions hold 0
+    (see :func:`padded_positions` for where they are). Built from the ``k*k`` strided
     slices of ``x`` (one per window offset): cheaper than ``unfold`` forward and backward, and
     standard operators (Slice, Concat) once exported to ONNX, where ``unfold`` becomes gathers.
 
     Shape: (B, C, H, W) -> (B, C, Ho, Wo, k*k).
     """
     if padding:
-        x = F.pad(x, (padding,) * 4, value=fill)  # (B, C, H + 2p, W + 2p)
+        x = F.pad(x, (padding,) * 4)  # (B, C, H + 2p, W + 2p), zeros
     height, width = ((side - kernel_size) // stride + 1 for side in x.shape[2:])  # Ho, Wo
     rows, cols = stride * (height - 1) + 1, stride * (width - 1) + 1  # the lines a window offset spans
     offsets = range(kernel_size)
