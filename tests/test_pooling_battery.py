@@ -112,6 +112,12 @@ def test_bad_options_name_the_option(name, options, key):
     assert "\n" not in str(info.value)
 
 
+def test_a_bad_choice_lists_what_is_allowed():
+    message = r"^granularity must be one of 'position', 'channel', 'layer', but got 'pixel'$"
+    with pytest.raises(ValueError, match=message):
+        create_pooler("tdgs", 4, granularity="pixel")
+
+
 def test_unknown_pooler_lists_the_allowed_names():
     with pytest.raises(ValueError, match=r"'maxx'.*") as info:
         create_pooler("maxx", 4)
