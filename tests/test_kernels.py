@@ -393,6 +393,16 @@ def test_windows_wider_than_the_cpp_kernels_take_run_the_reference_code(monkeypa
     assert not kernel_calls
 
 
+def test_the_environment_variables_are_read_as_written_by_hand(monkeypatch):
+    """``TDGS_BACKEND`` and ``TRITON_INTERPRET`` in any case, with spaces; an empty one is the default."""
+    for value, choice in (("", "auto"), (" ", "auto"), (" Reference ", "reference"), ("TRITON", "triton")):
+        monkeypatch.setenv("TDGS_BACKEND", value)
+        assert backend.selected() == choice
+    for value, interpreted in (("1", True), ("True", True), (" on ", True), ("YES", True), ("0", False), ("", False)):
+        monkeypatch.setenv("TRITON_INTERPRET", value)
+        assert backend.triton_interpreted() is interpreted
+
+
 def test_the_backend_switch(monkeypatch):
     x = torch.rand(1, 1, 4, 4)
     assert backend.kernels_for(x) == "cpp"  # auto: C++ for CPU float32
