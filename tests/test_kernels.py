@@ -394,13 +394,15 @@ def test_windows_wider_than_the_cpp_kernels_take_run_the_reference_code(monkeypa
 
 
 def test_the_environment_variables_are_read_as_written_by_hand(monkeypatch):
-    """``TDGS_BACKEND`` and ``TRITON_INTERPRET`` in any case, with spaces; an empty one is the default."""
+    """``TDGS_BACKEND`` and ``TRITON_INTERPRET`` in any case, with spaces; an empty or unset one is the default."""
     for value, choice in (("", "auto"), (" ", "auto"), (" Reference ", "reference"), ("TRITON", "triton")):
         monkeypatch.setenv("TDGS_BACKEND", value)
         assert backend.selected() == choice
     for value, interpreted in (("1", True), ("True", True), (" on ", True), ("YES", True), ("0", False), ("", False)):
         monkeypatch.setenv("TRITON_INTERPRET", value)
         assert backend.triton_interpreted() is interpreted
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert backend.triton_interpreted() is False
 
 
 def test_the_backend_switch(monkeypatch):
