@@ -85,9 +85,10 @@ def lowering() -> bool:
 lowering._dynamo_marked_constant = True
 
 
-def refuse_lowering_samples(pooler: str, why: str) -> None:
+def refuse_lowering_samples(pooler: str, why: str = "training=True: call model.eval() first") -> None:
     """Export and tracing take deterministic poolers only: a one-line ValueError, naming what makes
-    ``pooler`` sample (``why``), when one that draws at random is lowered (given noise is fine)."""
+    ``pooler`` sample (``why``), when one about to draw at random is lowered. Called by the reference
+    code only, where it draws: the kernels never run while lowering, and given noise draws nothing."""
     if lowering():
         raise ValueError(f"{pooler} cannot be exported or traced while it samples at random ({why})")
 

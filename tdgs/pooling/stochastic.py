@@ -34,8 +34,6 @@ def stochastic_pool2d(
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
     check_input(x, kernel_size, stride, padding)
-    if training and uniforms is None:
-        backend.refuse_lowering_samples("stochastic_pool2d", "training=True: call model.eval() first")
     kernels = backend.kernels_for(x, kernel_size=kernel_size) if uniforms is None else None
     if kernels is not None:
         seed = backend.draw_seed(x.device) if training else ops.no_seed(x.device)
@@ -48,6 +46,7 @@ def stochastic_pool2d(
     cdf = weight.detach().cumsum(-1)  # (B, C, Ho, Wo, k*k)
     total = cdf[..., -1:]  # (B, C, Ho, Wo, 1)
     if uniforms is None:
+        backend.refuse_lowering_samples("stochastic_pool2d")
         uniforms = torch.rand(total.shape[:-1], dtype=total.dtype, device=total.device)  # in [0, 1)
     u = uniforms.unsqueeze(-1)  # (B, C, Ho, Wo, 1)
     # inverse CDF: the first i with cdf_i > u * total; elements of weight 0 are never picked

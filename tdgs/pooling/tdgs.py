@@ -81,15 +81,16 @@ def tdgs_pool2d(
     check_input(x, kernel_size, stride, padding)
     check_options(normalize, hard, eval_mode, rectifier)
     sampling = training or eval_mode == "sample"
-    if sampling and gumbels is None:
-        why = "eval_mode='sample': set it to 'expectation' or 'argmax'"
-        backend.refuse_lowering_samples("tdgs_pool2d", "training=True: call model.eval() first" if training else why)
     kernels = backend.kernels_for(x, temperature, kernel_size=kernel_size) if gumbels is None else None
     if kernels is not None:
         mode = ("hard" if hard else "soft") if sampling else eval_mode
         seed = backend.draw_seed(x.device) if sampling else ops.no_seed(x.device)
         options = (kernel_size, stride, padding, normalize, mode, rectifier or "none", float(eps))
         return ops.apply(ops.TDGS, kernels, x, temperature, seed, *options)
+    if training and gumbels is None:  # the reference is about to draw: refused while exporting or tracing
+        backend.refuse_lowering_samples("tdgs_pool2d")
+    elif sampling and gumbels is None:
+        backend.refuse_lowering_samples("tdgs_pool2d", "eval_mode='sample': set it to 'expectation' or 'argmax'")
     if rectifier is not None:
         temperature = rectified_temperature(temperature, rectifier, eps)
     window = {"kernel_size": kernel_size, "stride": stride, "padding": padding}
