@@ -42,7 +42,7 @@ def windows(x: torch.Tensor, kernel_size: int, stride: int, padding: int) -> tor
     """
     if padding:
         x = F.pad(x, (padding,) * 4)  # (B, C, H + 2p, W + 2p), zeros
-    height, width = ((side - kernel_size) // stride + 1 for side in x.shape[2:])  # Ho, Wo
+    height, width = pooled_size(x.shape[2], x.shape[3], kernel_size, stride)  # Ho, Wo
     rows, cols = stride * (height - 1) + 1, stride * (width - 1) + 1  # the lines a window offset spans
     offsets = range(kernel_size)
     slices = [x[:, :, i : i + rows : stride, j : j + cols : stride] for i in offsets for j in offsets]  # (B, C, Ho, Wo)
