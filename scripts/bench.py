@@ -33,6 +33,7 @@ CSV per table under ``outputs/bench/``.
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import json
 import math
@@ -307,8 +308,6 @@ def bench_export(args, out: Path) -> tuple[pd.DataFrame, str]:
     exported to ONNX and run by ONNX Runtime on torch's thread count, against max pooling, and
     PyTorch's eval forward of the same model; with the largest output difference, and the TDGS
     graph's ONNX operators (domain: count)."""
-    import collections
-
     import onnx
     import onnxruntime
 
