@@ -136,16 +136,37 @@ def test_a_configuration_and_seed_counts_once_however_many_experiments_ran_it(sw
 
 
 def test_an_older_config_yaml_still_merges_and_a_run_without_one_never_does(sweep, tmp_path):
+    """What a config.yaml or summary.csv from before an option lacks is what such a run had: today's
+    default, no validation split, inputs not normalized; a run without config.yaml is counted alone."""
     original = next(p for p in (sweep / "runs").glob("*tdgs_seed0"))
-    for name in ("older", "bare"):
+    names = ("older", "bare", "unvalidated", "unvalidated_older", "unvalidated_blank", "unvalidated_cifar")
+    for name in names:
         shutil.copytree(original, tmp_path / name, ignore=shutil.ignore_patterns("checkpoint*"))
-    config = OmegaConf.load(tmp_path / "older" / "config.yaml")
-    del config.pooler["padding"], config.trainer["theta_lr_scale"]  # written before these options existed
-    OmegaConf.save(config, tmp_path / "older" / "config.yaml")
+
+    def rewrite(name, drop=(), summary=None, **dataset):
+        config = OmegaConf.load(tmp_path / name / "config.yaml")
+        for key in drop:
+            group, option = key.split(".")
+            del config[group][option]
+        config.dataset.update(dataset)
+        OmegaConf.save(config, tmp_path / name / "config.yaml")
+        if summary is not None:
+            summary(pd.read_csv(original / "summary.csv")).to_csv(tmp_path / name / "summary.csv", index=False)
+
+    # written before these options existed
+    rewrite("older", drop=("pooler.padding", "trainer.theta_lr_scale", "dataset.geometry"))
     (tmp_path / "bare" / "config.yaml").unlink()
+    rewrite("unvalidated", val_size=0, summary=lambda s: s.assign(val_size=0))  # as such a run writes it
+    before_validation = ("dataset.val_size", "dataset.split_seed", "dataset.normalize")
+    rewrite("unvalidated_older", drop=before_validation, summary=lambda s: s.drop(columns="val_size"))
+    rewrite("unvalidated_blank", drop=before_validation, summary=lambda s: s.assign(val_size=math.nan))
+    rewrite("unvalidated_cifar", val_size=0, summary=lambda s: s.assign(val_size=0), geometry="cifar10")
     runs = collect([original.parent, tmp_path])
-    assert runs.duplicates.folder.map(lambda f: Path(f).name).tolist() == ["older"]
-    assert str(tmp_path / "bare") in set(runs.summaries.folder)  # its configuration cannot be told: counted
+    merged = sorted(runs.duplicates.folder.map(lambda f: Path(f).name))
+    assert merged == ["older", "unvalidated_blank", "unvalidated_older"]
+    assert {str(tmp_path / name) for name in ("bare", "unvalidated", "unvalidated_cifar")} <= set(
+        runs.summaries.folder
+    )  # no configuration to tell, the first of its kind, other images
 
 
 def test_a_validation_split_is_its_images_not_how_it_was_asked_for(sweep, tmp_path):
@@ -367,6 +388,39 @@ def test_recipes_and_validation_splits_are_never_pooled(tmp_path):
 
     numbers, _ = all_poolers_table(runs)
     assert len(numbers) == 4 and (numbers.n == 2).all()
+
+
+def test_a_settings_label_names_what_sets_it_apart(tmp_path):
+    """The deck's CNN goes unnamed, another network is named; one epoch is singular."""
+    _write_run(tmp_path / "deck", pooler="max", test_acc=90.0, val_size=100, train_size=900, split_seed=3)
+    _write_run(tmp_path / "resnet", pooler="max", model="resnet18", dataset="cifar10", epochs=1, test_acc=80.0)
+    from tdgs.report.collect import default_runs
+
+    labels = default_runs(collect([tmp_path])).set_index("model").setting
+    assert labels["deck_cnn"] == "mnist, 10 epochs, default, val 100 of 1000 (split seed 3)"
+    assert labels["resnet18"] == "cifar10, resnet18, 1 epoch, default, no validation"
+
+
+def test_a_summary_from_before_an_option_and_a_pooler_of_ones_own_count_as_defaults(tmp_path):
+    """An option a summary.csv lacks (NaN beside newer runs, which makes padding 0.0 there) is its
+    default; a pooler the schema does not know has no options to differ in."""
+    _write_run(tmp_path / "new", padding=0, eval_mode="expectation", test_acc=90.0)
+    _write_run(tmp_path / "old", seed=1, test_acc=91.0)  # from before padding and eval_mode
+    _write_run(tmp_path / "mine", pooler="mine", test_acc=80.0)
+    _write_run(tmp_path / "other", padding=1, seed=2, test_acc=92.0)
+    from tdgs.report.collect import default_runs
+
+    assert sorted(Path(f).name for f in default_runs(collect([tmp_path])).folder) == ["mine", "new", "old"]
+
+
+def test_a_csv_of_a_header_alone_is_a_problem_with_no_rows(tmp_path):
+    _write_run(tmp_path / "metrics", test_acc=90.0)
+    (tmp_path / "metrics" / "metrics.csv").write_text("epoch,test_acc\n")
+    _write_run(tmp_path / "summary", test_acc=90.0)
+    (tmp_path / "summary" / "summary.csv").write_text("dataset,pooler,seed,test_acc,status\n")
+    problems = collect([tmp_path]).problems.set_index("folder").problem
+    assert problems[str(tmp_path / "metrics")] == "completed, but metrics.csv unreadable (ValueError: no rows)"
+    assert problems[str(tmp_path / "summary")] == "unreadable summary.csv (ValueError: no rows)"
 
 
 def test_the_reports_schema_is_the_configurations():

@@ -76,7 +76,7 @@ def configuration_key(folder: Path, held_out: int | None = None) -> str:
     device, compile mode or determinism: they change how, not what, is computed. A run whose
     config.yaml cannot be read is a configuration of its own."""
     try:
-        cfg = OmegaConf.to_container(OmegaConf.load(folder / CONFIG), resolve=True)
+        cfg = OmegaConf.to_container(OmegaConf.load(folder / CONFIG))  # written resolved
         dataset, pooler, trainer = cfg["dataset"], cfg["pooler"], cfg["trainer"]
         data_defaults = {k: v for k, v in DATASET_DEFAULTS[dataset["name"]].items() if k not in _WHERE}
         data_defaults |= {"val_size": 0, "normalize": False}  # what a config.yaml without them ran
