@@ -139,22 +139,25 @@ def test_an_older_config_yaml_still_merges_and_a_run_without_one_never_does(swee
     """What a config.yaml or summary.csv from before an option lacks is what such a run had: today's
     default, no validation split, inputs not normalized; a run without config.yaml is counted alone."""
     original = next(p for p in (sweep / "runs").glob("*tdgs_seed0"))
-    names = ("older", "bare", "unvalidated", "unvalidated_older", "unvalidated_blank", "unvalidated_cifar")
+    names = ("older", "bare", "resnet", "unvalidated", "unvalidated_older", "unvalidated_blank", "unvalidated_cifar")
     for name in names:
         shutil.copytree(original, tmp_path / name, ignore=shutil.ignore_patterns("checkpoint*"))
 
-    def rewrite(name, drop=(), summary=None, **dataset):
+    def rewrite(name, drop=(), summary=None, model=None, **dataset):
         config = OmegaConf.load(tmp_path / name / "config.yaml")
         for key in drop:
-            group, option = key.split(".")
-            del config[group][option]
+            group, _, option = key.partition(".")
+            del (config[group] if option else config)[option or group]
+        if model:
+            config.model.name = model
         config.dataset.update(dataset)
         OmegaConf.save(config, tmp_path / name / "config.yaml")
         if summary is not None:
             summary(pd.read_csv(original / "summary.csv")).to_csv(tmp_path / name / "summary.csv", index=False)
 
     # written before these options existed
-    rewrite("older", drop=("pooler.padding", "trainer.theta_lr_scale", "dataset.geometry"))
+    rewrite("older", drop=("pooler.padding", "trainer.theta_lr_scale", "dataset.geometry", "model"))
+    rewrite("resnet", model="resnet18")
     (tmp_path / "bare" / "config.yaml").unlink()
     rewrite("unvalidated", val_size=0, summary=lambda s: s.assign(val_size=0))  # as such a run writes it
     before_validation = ("dataset.val_size", "dataset.split_seed", "dataset.normalize")
@@ -164,9 +167,9 @@ def test_an_older_config_yaml_still_merges_and_a_run_without_one_never_does(swee
     runs = collect([original.parent, tmp_path])
     merged = sorted(runs.duplicates.folder.map(lambda f: Path(f).name))
     assert merged == ["older", "unvalidated_blank", "unvalidated_older"]
-    assert {str(tmp_path / name) for name in ("bare", "unvalidated", "unvalidated_cifar")} <= set(
+    assert {str(tmp_path / name) for name in ("bare", "resnet", "unvalidated", "unvalidated_cifar")} <= set(
         runs.summaries.folder
-    )  # no configuration to tell, the first of its kind, other images
+    )  # no configuration to tell, another network, the first of its kind, other images
 
 
 def test_a_validation_split_is_its_images_not_how_it_was_asked_for(sweep, tmp_path):
