@@ -139,17 +139,19 @@ def test_an_older_config_yaml_still_merges_and_a_run_without_one_never_does(swee
     """What a config.yaml or summary.csv from before an option lacks is what such a run had: today's
     default, no validation split, inputs not normalized; a run without config.yaml is counted alone."""
     original = next(p for p in (sweep / "runs").glob("*tdgs_seed0"))
-    names = ("older", "bare", "resnet", "unvalidated", "unvalidated_older", "unvalidated_blank", "unvalidated_cifar")
-    for name in names:
+    names = ("older", "bare", "resnet", "longer")
+    for name in (*names, "unvalidated", "unvalidated_older", "unvalidated_blank", "unvalidated_cifar"):
         shutil.copytree(original, tmp_path / name, ignore=shutil.ignore_patterns("checkpoint*"))
 
-    def rewrite(name, drop=(), summary=None, model=None, **dataset):
+    def rewrite(name, drop=(), summary=None, model=None, epochs=None, **dataset):
         config = OmegaConf.load(tmp_path / name / "config.yaml")
         for key in drop:
             group, _, option = key.partition(".")
             del (config[group] if option else config)[option or group]
         if model:
             config.model.name = model
+        if epochs:
+            config.trainer.epochs = epochs
         config.dataset.update(dataset)
         OmegaConf.save(config, tmp_path / name / "config.yaml")
         if summary is not None:
@@ -158,6 +160,7 @@ def test_an_older_config_yaml_still_merges_and_a_run_without_one_never_does(swee
     # written before these options existed
     rewrite("older", drop=("pooler.padding", "trainer.theta_lr_scale", "dataset.geometry", "model"))
     rewrite("resnet", model="resnet18")
+    rewrite("longer", epochs=3)
     (tmp_path / "bare" / "config.yaml").unlink()
     rewrite("unvalidated", val_size=0, summary=lambda s: s.assign(val_size=0))  # as such a run writes it
     before_validation = ("dataset.val_size", "dataset.split_seed", "dataset.normalize")
@@ -167,9 +170,9 @@ def test_an_older_config_yaml_still_merges_and_a_run_without_one_never_does(swee
     runs = collect([original.parent, tmp_path])
     merged = sorted(runs.duplicates.folder.map(lambda f: Path(f).name))
     assert merged == ["older", "unvalidated_blank", "unvalidated_older"]
-    assert {str(tmp_path / name) for name in ("bare", "resnet", "unvalidated", "unvalidated_cifar")} <= set(
+    assert {str(tmp_path / name) for name in ("bare", "resnet", "longer", "unvalidated", "unvalidated_cifar")} <= set(
         runs.summaries.folder
-    )  # no configuration to tell, another network, the first of its kind, other images
+    )  # no configuration to tell, another network or length, the first of its kind, other images
 
 
 def test_a_validation_split_is_its_images_not_how_it_was_asked_for(sweep, tmp_path):
@@ -379,18 +382,21 @@ def test_best_marks_are_chosen_on_validation_and_say_so_without_it(tmp_path):
 def test_recipes_and_validation_splits_are_never_pooled(tmp_path):
     modern = {"optimizer": "adamw", "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1,
               "label_smoothing": 0.1, "augment": "crop"}  # fmt: skip
+    halfway = {"optimizer": "adamw", "weight_decay": 0.05, "schedule": "cosine"}  # as far from both: the deck's
     kinds = {"deck": {}, "modern": modern, "modern_lr": modern | {"lr": 0.01}, "normalized": {"normalize_inputs": True}}
+    kinds["halfway"] = halfway
     for name, recipe in kinds.items():
         for seed in range(2):
             _write_run(tmp_path / name / str(seed), pooler="max", seed=seed, test_acc=90.0 + seed, **recipe)
     runs = collect([tmp_path])
     assert sorted(set(runs.summaries.recipe)) == [
-        "default", "default + normalized inputs", "modern", "modern + lr=0.01"
+        "default", "default + normalized inputs", "default + optimizer=adamw, weight_decay=0.05, schedule=cosine",
+        "modern", "modern + lr=0.01"
     ]  # fmt: skip
     from tdgs.report.tables import all_poolers_table
 
     numbers, _ = all_poolers_table(runs)
-    assert len(numbers) == 4 and (numbers.n == 2).all()
+    assert len(numbers) == 5 and (numbers.n == 2).all()
 
 
 def test_a_settings_label_names_what_sets_it_apart(tmp_path):
