@@ -382,32 +382,33 @@ def test_best_marks_are_chosen_on_validation_and_say_so_without_it(tmp_path):
 def test_recipes_and_validation_splits_are_never_pooled(tmp_path):
     modern = {"optimizer": "adamw", "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1,
               "label_smoothing": 0.1, "augment": "crop"}  # fmt: skip
-    halfway = {"optimizer": "adamw", "weight_decay": 0.05, "schedule": "cosine"}  # as far from both: the deck's
+    halfway = {"optimizer": "adamw", "weight_decay": 1.0, "schedule": "cosine"}  # as far from both: the deck's
     kinds = {"deck": {}, "modern": modern, "modern_lr": modern | {"lr": 0.01}, "normalized": {"normalize_inputs": True}}
-    kinds["halfway"] = halfway
+    kinds |= {"halfway": halfway, "patient": {"early_stopping_patience": 5}}  # a value where the recipes have none
     for name, recipe in kinds.items():
         for seed in range(2):
             _write_run(tmp_path / name / str(seed), pooler="max", seed=seed, test_acc=90.0 + seed, **recipe)
     runs = collect([tmp_path])
     assert sorted(set(runs.summaries.recipe)) == [
-        "default", "default + normalized inputs", "default + optimizer=adamw, weight_decay=0.05, schedule=cosine",
-        "modern", "modern + lr=0.01"
+        "default", "default + early_stopping_patience=5", "default + normalized inputs",
+        "default + optimizer=adamw, weight_decay=1, schedule=cosine", "modern", "modern + lr=0.01"
     ]  # fmt: skip
     from tdgs.report.tables import all_poolers_table
 
     numbers, _ = all_poolers_table(runs)
-    assert len(numbers) == 5 and (numbers.n == 2).all()
+    assert len(numbers) == 6 and (numbers.n == 2).all()
 
 
 def test_a_settings_label_names_what_sets_it_apart(tmp_path):
     """The deck's CNN goes unnamed, another network is named; one epoch is singular."""
     _write_run(tmp_path / "deck", pooler="max", test_acc=90.0, val_size=100, train_size=900, split_seed=3)
     _write_run(tmp_path / "resnet", pooler="max", model="resnet18", dataset="cifar10", epochs=1, test_acc=80.0)
-    from tdgs.report.collect import default_runs
+    from tdgs.report.collect import default_runs, validation_label
 
     labels = default_runs(collect([tmp_path])).set_index("model").setting
     assert labels["deck_cnn"] == "mnist, 10 epochs, default, val 100 of 1000 (split seed 3)"
     assert labels["resnet18"] == "cifar10, resnet18, 1 epoch, default, no validation"
+    assert validation_label(pd.Series({"val_size": 1, "train_size": 9, "split_seed": 0})) == "val 1 of 10"
 
 
 def test_a_summary_from_before_an_option_and_a_pooler_of_ones_own_count_as_defaults(tmp_path):

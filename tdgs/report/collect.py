@@ -203,7 +203,7 @@ def recipe_label(row: pd.Series, recipes: dict[str, dict]) -> str:
         for name, v in recipes.items()
     }
     name = min(differences, key=lambda n: len(differences[n]))  # ties: the first, the deck's
-    extra = differences[name] + (["normalized inputs"] if row["normalize_inputs"] in (True, "True") else [])
+    extra = differences[name] + (["normalized inputs"] if row["normalize_inputs"] else [])  # gaps: False
     return " + ".join([name, ", ".join(extra)]) if extra else name
 
 
