@@ -127,6 +127,8 @@ def test_a_configuration_and_seed_counts_once_however_many_experiments_ran_it(sw
     runs = collect([sweep])
     assert not runs.summaries.duplicated(["configuration", "seed"]).any()
     assert len(runs.duplicates) == 1
+    for table in (runs.summaries, runs.duplicates):  # numbered afresh, no column of the old numbers
+        assert list(table.index) == list(range(len(table))) and "index" not in table
     repeat = runs.duplicates.iloc[0]
     assert "runs_repeat" in repeat.folder and f"{os.sep}runs{os.sep}" in repeat.kept and "tdgs_seed0" in repeat.kept
     assert repeat.test_acc == repeat.kept_test_acc  # the same computation on the CPU
@@ -423,14 +425,21 @@ def test_a_summary_from_before_an_option_and_a_pooler_of_ones_own_count_as_defau
     assert sorted(Path(f).name for f in default_runs(collect([tmp_path])).folder) == ["mine", "new", "old"]
 
 
-def test_a_csv_of_a_header_alone_is_a_problem_with_no_rows(tmp_path):
+def test_each_summary_that_cannot_count_is_a_problem_saying_why(tmp_path):
     _write_run(tmp_path / "metrics", test_acc=90.0)
     (tmp_path / "metrics" / "metrics.csv").write_text("epoch,test_acc\n")
     _write_run(tmp_path / "summary", test_acc=90.0)
     (tmp_path / "summary" / "summary.csv").write_text("dataset,pooler,seed,test_acc,status\n")
+    _write_run(tmp_path / "columns", test_acc=90.0)
+    pd.DataFrame([{"dataset": "mnist", "pooler": "max", "status": "completed"}]).to_csv(
+        tmp_path / "columns" / "summary.csv", index=False
+    )
+    _write_run(tmp_path / "failed", test_acc=90.0, status="failed")  # no error written
     problems = collect([tmp_path]).problems.set_index("folder").problem
     assert problems[str(tmp_path / "metrics")] == "completed, but metrics.csv unreadable (ValueError: no rows)"
     assert problems[str(tmp_path / "summary")] == "unreadable summary.csv (ValueError: no rows)"
+    assert problems[str(tmp_path / "columns")] == "unreadable summary.csv (ValueError: missing columns seed, test_acc)"
+    assert problems[str(tmp_path / "failed")] == "status failed"
 
 
 def test_the_reports_schema_is_the_configurations():

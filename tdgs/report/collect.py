@@ -111,12 +111,12 @@ def merge_duplicates(runs: Runs) -> Runs:
     first = kept.loc[list(zip(dropped.configuration, dropped.seed))]
     duplicates = pd.DataFrame(
         {"folder": dropped.folder, "kept": first.folder.to_numpy(), "test_acc": dropped.test_acc,
-         "kept_test_acc": first.test_acc.to_numpy()}, columns=DUPLICATES,
+         "kept_test_acc": first.test_acc.to_numpy()}
     )  # fmt: skip
     keep = set(s.folder[~repeated])
     return Runs(
         summaries=s[~repeated].reset_index(drop=True),
-        metrics=runs.metrics[runs.metrics.folder.isin(keep)] if len(runs.metrics) else runs.metrics,
+        metrics=runs.metrics[runs.metrics.folder.isin(keep)],  # one table per summary: never empty here
         temperatures=runs.temperatures[runs.temperatures.folder.isin(keep)]
         if len(runs.temperatures)
         else runs.temperatures,
