@@ -435,11 +435,12 @@ def test_each_summary_that_cannot_count_is_a_problem_saying_why(tmp_path):
         tmp_path / "columns" / "summary.csv", index=False
     )
     _write_run(tmp_path / "failed", test_acc=90.0, status="failed")  # no error written
+    _write_run(tmp_path / "failed_blank", test_acc=90.0, status="failed", error=math.nan)  # an empty one
     problems = collect([tmp_path]).problems.set_index("folder").problem
     assert problems[str(tmp_path / "metrics")] == "completed, but metrics.csv unreadable (ValueError: no rows)"
     assert problems[str(tmp_path / "summary")] == "unreadable summary.csv (ValueError: no rows)"
     assert problems[str(tmp_path / "columns")] == "unreadable summary.csv (ValueError: missing columns seed, test_acc)"
-    assert problems[str(tmp_path / "failed")] == "status failed"
+    assert problems[str(tmp_path / "failed")] == problems[str(tmp_path / "failed_blank")] == "status failed"
 
 
 def test_the_reports_schema_is_the_configurations():
