@@ -129,6 +129,8 @@ def test_a_configuration_and_seed_counts_once_however_many_experiments_ran_it(sw
     assert len(runs.duplicates) == 1
     for table in (runs.summaries, runs.duplicates):  # numbered afresh, no column of the old numbers
         assert list(table.index) == list(range(len(table))) and "index" not in table
+    assert set(runs.metrics.folder) == set(runs.summaries.folder)  # each counted run's epochs, no others
+    assert set(runs.temperatures.folder) == set(runs.summaries.folder[runs.summaries.pooler == "tdgs"])
     repeat = runs.duplicates.iloc[0]
     assert "runs_repeat" in repeat.folder and f"{os.sep}runs{os.sep}" in repeat.kept and "tdgs_seed0" in repeat.kept
     assert repeat.test_acc == repeat.kept_test_acc  # the same computation on the CPU
