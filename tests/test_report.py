@@ -386,7 +386,7 @@ def test_best_marks_are_chosen_on_validation_and_say_so_without_it(tmp_path):
 def test_recipes_and_validation_splits_are_never_pooled(tmp_path):
     modern = {"optimizer": "adamw", "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1,
               "label_smoothing": 0.1, "augment": "crop"}  # fmt: skip
-    halfway = {"optimizer": "adamw", "weight_decay": 1.0, "schedule": "cosine"}  # as far from both: the deck's
+    halfway = {"optimizer": "adamw", "weight_decay": 0.05, "schedule": "cosine"}  # as far from both: the deck's
     kinds = {"deck": {}, "modern": modern, "modern_lr": modern | {"lr": 0.01}, "normalized": {"normalize_inputs": True}}
     kinds |= {"halfway": halfway, "patient": {"early_stopping_patience": 5}}  # a value where the recipes have none
     for name, recipe in kinds.items():
@@ -395,7 +395,7 @@ def test_recipes_and_validation_splits_are_never_pooled(tmp_path):
     runs = collect([tmp_path])
     assert sorted(set(runs.summaries.recipe)) == [
         "default", "default + early_stopping_patience=5", "default + normalized inputs",
-        "default + optimizer=adamw, weight_decay=1, schedule=cosine", "modern", "modern + lr=0.01"
+        "default + optimizer=adamw, weight_decay=0.05, schedule=cosine", "modern", "modern + lr=0.01"
     ]  # fmt: skip
     from tdgs.report.tables import all_poolers_table
 
