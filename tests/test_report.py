@@ -130,6 +130,7 @@ def test_a_configuration_and_seed_counts_once_however_many_experiments_ran_it(sw
     for table in (runs.summaries, runs.duplicates):  # numbered afresh, no column of the old numbers
         assert list(table.index) == list(range(len(table))) and "index" not in table
     assert set(runs.metrics.folder) == set(runs.summaries.folder)  # each counted run's epochs, no others
+    assert runs.metrics.index.is_unique and runs.temperatures.index.is_unique  # one row, one label
     assert set(runs.temperatures.folder) == set(runs.summaries.folder[runs.summaries.pooler == "tdgs"])
     repeat = runs.duplicates.iloc[0]
     assert "runs_repeat" in repeat.folder and f"{os.sep}runs{os.sep}" in repeat.kept and "tdgs_seed0" in repeat.kept
@@ -436,9 +437,14 @@ def test_each_summary_that_cannot_count_is_a_problem_saying_why(tmp_path):
     pd.DataFrame([{"dataset": "mnist", "pooler": "max", "status": "completed"}]).to_csv(
         tmp_path / "columns" / "summary.csv", index=False
     )
+    _write_run(tmp_path / "temperatures", test_acc=90.0)  # counted, with a problem beside it
+    (tmp_path / "temperatures" / "temperatures.csv").write_text("layer,channel,row,col,temperature\n")
     _write_run(tmp_path / "failed", test_acc=90.0, status="failed")  # no error written
     _write_run(tmp_path / "failed_blank", test_acc=90.0, status="failed", error=math.nan)  # an empty one
-    problems = collect([tmp_path]).problems.set_index("folder").problem
+    runs = collect([tmp_path])
+    problems = runs.problems.set_index("folder").problem
+    assert problems[str(tmp_path / "temperatures")] == "temperatures.csv unreadable (ValueError: no rows)"
+    assert list(runs.summaries.folder) == [str(tmp_path / "temperatures")]
     assert problems[str(tmp_path / "metrics")] == "completed, but metrics.csv unreadable (ValueError: no rows)"
     assert problems[str(tmp_path / "summary")] == "unreadable summary.csv (ValueError: no rows)"
     assert problems[str(tmp_path / "columns")] == "unreadable summary.csv (ValueError: missing columns seed, test_acc)"
