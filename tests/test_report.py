@@ -15,7 +15,7 @@ from conftest import compose_config
 from omegaconf import OmegaConf
 from scipy import stats
 
-from tdgs.report.collect import collect
+from tdgs.report.collect import DUPLICATES, collect
 from tdgs.report.main import build_report
 from tdgs.report.stats import cell, mean_std, welch
 from tdgs.train import train
@@ -266,6 +266,8 @@ def test_temperatures_csv_keeps_the_initial_draw_and_the_report_the_change(sweep
 def test_report_on_nothing_says_so(tmp_path):
     report = build_report([tmp_path], tmp_path / "report")
     assert "0 completed runs" in report and "(no runs)" in report
+    runs = collect([tmp_path])  # empty tables, with their columns
+    assert list(runs.problems) == ["folder", "problem"] and list(runs.duplicates) == list(DUPLICATES)
 
 
 def test_report_refuses_a_missing_folder(tmp_path):
@@ -426,6 +428,10 @@ def test_a_summary_from_before_an_option_and_a_pooler_of_ones_own_count_as_defau
     from tdgs.report.collect import default_runs
 
     assert sorted(Path(f).name for f in default_runs(collect([tmp_path])).folder) == ["mine", "new", "old"]
+    from tdgs.report.tables import configurations_table
+
+    numbers, _ = configurations_table(collect([tmp_path]))  # no run has a validation column
+    assert sorted(numbers.pooler) == ["mine", "tdgs", "tdgs", "tdgs"] and numbers.val_mean.isna().all()
 
 
 def test_each_summary_that_cannot_count_is_a_problem_saying_why(tmp_path):
