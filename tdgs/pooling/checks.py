@@ -54,7 +54,7 @@ def check_window(
     return kernel_size, stride, padding
 
 
-def check_input(x: torch.Tensor, kernel_size: int, stride: int, padding: int = 0) -> tuple[int, int]:
+def check_input(x: torch.Tensor, kernel_size: int, stride: int, padding: int) -> tuple[int, int]:
     """That ``x`` is a (B, C, H, W) batch a ``kernel_size`` x ``kernel_size``, ``stride``, ``padding``
     pooling can take: its output size (Ho, Wo), or a one-line ValueError."""
     if x.dim() != 4:
