@@ -324,7 +324,7 @@ FUNCTION_CASES = [
     (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), rectifier="elu"), "rectifier .* 'elu'"),
     (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), hard="yes"), "hard must be True or False"),
     (lambda x: stochastic_pool2d(x, kernel_size=0), "kernel_size must be a positive integer, but got 0"),
-    (lambda x: mixed_pool2d(x, torch.zeros(4), padding=2), "padding must be an integer from 0 to"),
+    (lambda x: mixed_pool2d(x, torch.zeros(4), padding=2), "^padding must be .* kernel_size // 2 = 1, but got 2$"),
     (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), padding=True), "padding must be an integer .* but got True$"),
     (lambda x: stochastic_pool2d(x, padding=1.0), "padding must be an integer .* but got 1.0$"),
     (lambda x: gated_pool2d(x[0], torch.zeros(4, 4), torch.zeros(4)), r"\(B, C, H, W\), but got shape \(4, 6, 6\)"),
