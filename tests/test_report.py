@@ -15,7 +15,7 @@ from conftest import compose_config
 from omegaconf import OmegaConf
 from scipy import stats
 
-from tdgs.report.collect import DUPLICATES, collect
+from tdgs.report.collect import DUPLICATES, collect, default_runs, validation_label
 from tdgs.report.main import build_report
 from tdgs.report.stats import cell, mean_std, welch
 from tdgs.train import train
@@ -148,30 +148,28 @@ def test_an_older_config_yaml_still_merges_and_a_run_without_one_never_does(swee
     for name in (*names, "unvalidated", "unvalidated_older", "unvalidated_blank", "unvalidated_cifar"):
         shutil.copytree(original, tmp_path / name, ignore=shutil.ignore_patterns("checkpoint*"))
 
-    def rewrite(name, drop=(), summary=None, model=None, epochs=None, **dataset):
+    def rewrite(name, drop=(), summary=None, **values):  # values: {"dataset.val_size": 0, ...}
         config = OmegaConf.load(tmp_path / name / "config.yaml")
         for key in drop:
             group, _, option = key.partition(".")
             del (config[group] if option else config)[option or group]
-        if model:
-            config.model.name = model
-        if epochs:
-            config.trainer.epochs = epochs
-        config.dataset.update(dataset)
+        for key, value in values.items():
+            OmegaConf.update(config, key, value)
         OmegaConf.save(config, tmp_path / name / "config.yaml")
         if summary is not None:
             summary(pd.read_csv(original / "summary.csv")).to_csv(tmp_path / name / "summary.csv", index=False)
 
     # written before these options existed
     rewrite("older", drop=("pooler.padding", "trainer.theta_lr_scale", "dataset.geometry", "model"))
-    rewrite("resnet", model="resnet18")
-    rewrite("longer", epochs=3)
+    rewrite("resnet", **{"model.name": "resnet18"})
+    rewrite("longer", **{"trainer.epochs": 3})
     (tmp_path / "bare" / "config.yaml").unlink()
-    rewrite("unvalidated", val_size=0, summary=lambda s: s.assign(val_size=0))  # as such a run writes it
+    rewrite("unvalidated", **{"dataset.val_size": 0}, summary=lambda s: s.assign(val_size=0))  # as such a run writes it
     before_validation = ("dataset.val_size", "dataset.split_seed", "dataset.normalize")
     rewrite("unvalidated_older", drop=before_validation, summary=lambda s: s.drop(columns="val_size"))
     rewrite("unvalidated_blank", drop=before_validation, summary=lambda s: s.assign(val_size=math.nan))
-    rewrite("unvalidated_cifar", val_size=0, summary=lambda s: s.assign(val_size=0), geometry="cifar10")
+    cifar = {"dataset.val_size": 0, "dataset.geometry": "cifar10"}
+    rewrite("unvalidated_cifar", **cifar, summary=lambda s: s.assign(val_size=0))
     runs = collect([original.parent, tmp_path])
     merged = sorted(runs.duplicates.folder.map(lambda f: Path(f).name))
     assert merged == ["older", "unvalidated_blank", "unvalidated_older"]
@@ -410,8 +408,6 @@ def test_a_settings_label_names_what_sets_it_apart(tmp_path):
     """The deck's CNN goes unnamed, another network is named; one epoch is singular."""
     _write_run(tmp_path / "deck", pooler="max", test_acc=90.0, val_size=100, train_size=900, split_seed=3)
     _write_run(tmp_path / "resnet", pooler="max", model="resnet18", dataset="cifar10", epochs=1, test_acc=80.0)
-    from tdgs.report.collect import default_runs, validation_label
-
     labels = default_runs(collect([tmp_path])).set_index("model").setting
     assert labels["deck_cnn"] == "mnist, 10 epochs, default, val 100 of 1000 (split seed 3)"
     assert labels["resnet18"] == "cifar10, resnet18, 1 epoch, default, no validation"
@@ -425,12 +421,11 @@ def test_a_summary_from_before_an_option_and_a_pooler_of_ones_own_count_as_defau
     _write_run(tmp_path / "old", seed=1, test_acc=91.0)  # from before padding and eval_mode
     _write_run(tmp_path / "mine", pooler="mine", test_acc=80.0)
     _write_run(tmp_path / "other", padding=1, seed=2, test_acc=92.0)
-    from tdgs.report.collect import default_runs
-
-    assert sorted(Path(f).name for f in default_runs(collect([tmp_path])).folder) == ["mine", "new", "old"]
     from tdgs.report.tables import configurations_table
 
-    numbers, _ = configurations_table(collect([tmp_path]))  # no run has a validation column
+    runs = collect([tmp_path])
+    assert sorted(Path(f).name for f in default_runs(runs).folder) == ["mine", "new", "old"]
+    numbers, _ = configurations_table(runs)  # no run has a validation column
     assert sorted(numbers.pooler) == ["mine", "tdgs", "tdgs", "tdgs"] and numbers.val_mean.isna().all()
 
 
