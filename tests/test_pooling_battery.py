@@ -11,6 +11,7 @@ from conftest import ALL_POOLERS, RANDOM_POOLERS, run_seeded
 from tdgs.pooling import (
     POOLERS,
     create_pooler,
+    pooler_signature,
     gated_pool2d,
     mixed_pool2d,
     s3_pool2d,
@@ -119,9 +120,22 @@ def test_a_bad_choice_lists_what_is_allowed():
 
 
 def test_unknown_pooler_lists_the_allowed_names():
-    with pytest.raises(ValueError, match=r"'maxx'.*") as info:
+    allowed = "'max', 'avg', 'mixed', 'gated', 'stochastic', 's3', 'tdgs'"
+    with pytest.raises(ValueError, match=rf"^pooler must be one of {allowed}, but got 'maxx'$"):
         create_pooler("maxx", 4)
-    assert all(name in str(info.value) for name in POOLERS)
+
+
+def test_unknown_options_are_listed_beside_the_allowed_ones():
+    allowed = "kernel_size, stride, padding, dilation, ceil_mode, grid_size"
+    with pytest.raises(ValueError, match=rf"^pooler 's3' takes the options {allowed}, but got t0, temperature$"):
+        create_pooler("s3", 4, temperature=1.0, t0=1.0)
+
+
+def test_pooler_signature_gives_each_option_its_type_and_default():
+    window = {"kernel_size": (int, 2), "stride": (int, 2), "padding": (int, 0), "dilation": (int, 1)}
+    assert pooler_signature("s3") == window | {"ceil_mode": (bool, False), "grid_size": (int, 4)}
+    assert pooler_signature("tdgs")["t0"] == (float, 1.0)
+    assert pooler_signature("tdgs")["eval_mode"] == (str, "expectation")
 
 
 @pytest.mark.parametrize("channels", [0, -1, 2.0, True])
