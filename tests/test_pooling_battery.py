@@ -154,6 +154,16 @@ def test_bad_input(name, shape, match):
         create_pooler(name, 4)(torch.rand(shape))
 
 
+@EACH
+@pytest.mark.parametrize("shape", [(1, 8), (8, 1)], ids=["rows", "cols"])
+def test_padding_counts_once_on_each_side_of_a_too_small_input(name, shape):
+    pool = create_pooler(name, 2, kernel_size=4, padding=1)
+    assert pool(torch.rand(1, 2, 2, 2)).shape == (1, 2, 1, 1)  # 2 + 2 * 1 = 4 lines: one window
+    message = rf"^input spatial size \({shape[0]}, {shape[1]}\) is smaller than kernel_size=4 with padding=1$"
+    with pytest.raises(ValueError, match=message):
+        pool(torch.rand(1, 2, *shape))
+
+
 def _functional(name, pool, x, training):
     """What the module should compute, through the pure function."""
     if name == "max":
