@@ -423,6 +423,37 @@ def test_the_backend_switch(monkeypatch):
         tdgs_pool2d(x, torch.ones(1))
 
 
+F32, F64, BF16 = torch.float32, torch.float64, torch.bfloat16
+DECISIONS = [  # (TDGS_BACKEND, device, dtype, kernel_size, TRITON_INTERPRET) -> the kernels that run
+    (("auto", "cpu", F32, 8, False), "cpp"),  # the widest window the C++ kernels take
+    (("auto", "cpu", F64, 9, False), None),
+    (("cpp", "cpu", F64, 2, True), "cpp"),
+    (("reference", "cpu", F32, 2, True), None),
+    (("auto", "meta", F32, 2, False), None),
+    (("auto", "cuda", F32, 9, False), "triton"),  # Triton takes any window
+    (("auto", "cuda", BF16, 2, False), "triton"),
+    (("auto", "cuda", F64, 2, False), None),
+    (("cpp", "cuda", F32, 2, False), None),  # the C++ kernels run CPU tensors only
+    (("triton", "cpu", F32, 2, True), "triton"),
+    (("triton", "cpu", F64, 2, True), None),
+]
+
+
+@pytest.mark.skipif(set(KERNEL_BACKENDS) != {"cpp", "triton"}, reason="needs the C++ and the Triton kernels")
+@pytest.mark.parametrize("case,kernels", DECISIONS)
+def test_which_kernels_run_each_device_dtype_and_window(case, kernels):
+    """The backend's decision itself, for devices this machine may not have (a CUDA tensor's included)."""
+    assert backend._kernels_for(*case) == kernels
+
+
+@pytest.mark.skipif("cpp" not in KERNEL_BACKENDS, reason="needs the C++ kernels")
+def test_a_parameter_on_another_device_runs_the_reference_code():
+    x, here = torch.rand(1, 2, 4, 4), torch.ones(2)
+    assert backend.kernels_for(x, here, here) == "cpp"
+    assert backend.kernels_for(x, torch.ones(2, device="meta"), here) is None
+    assert backend.kernels_for(x, here, torch.ones(2, device="meta")) is None
+
+
 def test_a_failed_build_warns_once_and_falls_back_to_the_reference(monkeypatch):
     def broken_build(**kwargs):
         raise RuntimeError("Error building extension 'tdgs_pooling': c++: command not found\nmore")
