@@ -419,7 +419,8 @@ def test_the_backend_switch(monkeypatch):
         tdgs_pool2d(x, torch.ones(1))
     monkeypatch.setenv("TDGS_BACKEND", "triton")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+    message = r"^TDGS_BACKEND=triton runs on CPU tensors only in Triton's interpreter \(TRITON_INTERPRET=1\)$"
+    with pytest.raises(RuntimeError, match=message):
         tdgs_pool2d(x, torch.ones(1))
 
 
@@ -444,6 +445,12 @@ DECISIONS = [  # (TDGS_BACKEND, device, dtype, kernel_size, TRITON_INTERPRET) ->
 def test_which_kernels_run_each_device_dtype_and_window(case, kernels):
     """The backend's decision itself, for devices this machine may not have (a CUDA tensor's included)."""
     assert backend._kernels_for(*case) == kernels
+
+
+def test_without_triton_its_devices_run_the_reference_code(monkeypatch):
+    monkeypatch.setattr(backend, "module", lambda name: None)  # neither kernel module loads
+    assert backend._kernels_for("auto", "cuda", F32, 2, False) is None
+    assert backend._kernels_for("triton", "cpu", F32, 2, True) is None
 
 
 @pytest.mark.skipif("cpp" not in KERNEL_BACKENDS, reason="needs the C++ kernels")
