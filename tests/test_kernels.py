@@ -172,6 +172,16 @@ def test_mixed_and_gated_kernels_match_reference(kernels, dtype, geometry, rows)
 
 
 @each_kernel_and_dtype
+@pytest.mark.parametrize("mask_rows,bias_rows", [(3, 1), (1, 3)], ids=["shared-bias", "shared-mask"])
+def test_gated_kernels_take_a_mask_and_a_bias_of_different_rows(kernels, dtype, mask_rows, bias_rows):
+    """The functional form takes a per-channel mask beside a shared bias, and the other way round."""
+    x = torch.randn(2, 3, 9, 8, dtype=dtype, device=kernels).requires_grad_()
+    mask = torch.randn(mask_rows, 9, dtype=dtype, device=kernels).requires_grad_()
+    bias = torch.randn(bias_rows, dtype=dtype, device=kernels).requires_grad_()
+    _compare(lambda x, m, b: gated_pool2d(x, m, b, kernel_size=3, stride=2), (x, mask, bias), dtype)
+
+
+@each_kernel_and_dtype
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "k{}s{}-{}x{}".format(*g))
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_stochastic_kernel_matches_reference(kernels, dtype, geometry, training):
