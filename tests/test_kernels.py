@@ -578,9 +578,9 @@ def test_triton_kernels_take_half_precision_with_float32_maths(dtype, name):
 
 
 def _op_cases(device):
-    x = torch.rand(2, 3, 8, 8, device=device, requires_grad=True)
+    x = torch.rand(2, 3, 8, 6, device=device, requires_grad=True)  # not square
     seed = backend.draw_seed(device)
-    t = (torch.rand(3, 4, 4, device=device) + 0.2).requires_grad_()
+    t = (torch.rand(3, 4, 3, device=device) + 0.2).requires_grad_()
     mask, bias = torch.randn(3, 4, device=device, requires_grad=True), torch.randn(3, device=device, requires_grad=True)
     cases = [
         (torch.ops.tdgs.tdgs_pool, (x, t, seed, 2, 2, 0, normalize, mode, "none", 0.0))
@@ -597,7 +597,7 @@ def _op_cases(device):
     ]
     cases += [(torch.ops.tdgs.stochastic_pool, (x, seed, 2, 2, 0, training)) for training in (True, False)]
     cases += [(torch.ops.tdgs.s3_pool, (x, seed, 2, 2, 0, 4, training)) for training in (True, False)]
-    grad = torch.randn(2, 3, 4, 4, device=device)
+    grad = torch.randn(2, 3, 4, 3, device=device)
     cases += [
         (torch.ops.tdgs.tdgs_pool_backward, (grad, x.detach(), t.detach(), seed, 2, 2, 0, "l2", "hard", "relu", 0.1)),
         (torch.ops.tdgs.gated_pool_backward, (grad, x.detach(), mask.detach(), bias.detach(), 2, 2, 0)),
@@ -606,7 +606,7 @@ def _op_cases(device):
         (torch.ops.tdgs.s3_pool_backward, (grad, x.detach(), seed, 2, 2, 0, 4, True)),
     ]
     # padded windows (a 3x3 window, stride 2, padding 1: ResNet's stem)
-    t3 = (torch.rand(3, 4, 4, device=device) + 0.2).requires_grad_()
+    t3 = (torch.rand(3, 4, 3, device=device) + 0.2).requires_grad_()
     mask3 = torch.randn(3, 9, device=device, requires_grad=True)
     cases += [
         (torch.ops.tdgs.tdgs_pool, (x, t3, seed, 3, 2, 1, "l2", "hard", "none", 0.0)),
@@ -614,7 +614,20 @@ def _op_cases(device):
         (torch.ops.tdgs.stochastic_pool, (x, seed, 3, 2, 1, True)),
         (torch.ops.tdgs.s3_pool, (x, seed, 3, 2, 1, 4, True)),
     ]
+    if backend.kernels_for(x.double()) == "cpp":  # float64: the parameter gradients in the input's dtype
+        x64, t64, mask64, bias64 = (v.detach().double() for v in (x, t, mask, bias))
+        cases += [
+            (torch.ops.tdgs.tdgs_pool_backward, (grad.double(), x64, t64, seed, 2, 2, 0, "l2", "hard", "none", 0.0)),
+            (torch.ops.tdgs.gated_pool_backward, (grad.double(), x64, mask64, bias64, 2, 2, 0)),
+        ]
     return cases
+
+
+def test_an_operator_refuses_a_tensor_no_kernel_runs():
+    x = torch.rand(1, 1, 4, 4, dtype=torch.float16)
+    message = r"^no TDGS pooling kernel runs torch.float16 tensors on cpu with TDGS_BACKEND=reference$"
+    with backend.use("reference"), pytest.raises(RuntimeError, match=message):
+        torch.ops.tdgs.stochastic_pool(x, backend.draw_seed(), 2, 2, 0, True)
 
 
 @pytest.mark.parametrize("kernels", KERNEL_BACKENDS, indirect=True)
