@@ -614,6 +614,8 @@ def _op_cases(device):
         (torch.ops.tdgs.stochastic_pool, (x, seed, 3, 2, 1, True)),
         (torch.ops.tdgs.s3_pool, (x, seed, 3, 2, 1, 4, True)),
     ]
+    channels_last = x.detach().contiguous(memory_format=torch.channels_last)  # gradients in its layout
+    cases += [(torch.ops.tdgs.stochastic_pool_backward, (grad, channels_last, seed, 2, 2, 0, True))]
     if backend.kernels_for(x.double()) == "cpp":  # float64: the parameter gradients in the input's dtype
         x64, t64, mask64, bias64 = (v.detach().double() for v in (x, t, mask, bias))
         cases += [
