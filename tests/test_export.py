@@ -189,7 +189,8 @@ def test_tdgs_sample_evaluation_is_refused_in_one_line():
     x = torch.rand(1, 2, 8, 8)
     pool(x)
     why = r"\(eval_mode='sample': set it to 'expectation' or 'argmax'\)"
-    with pytest.raises(ValueError, match=rf"^tdgs_pool2d cannot be exported or traced while it samples at random {why}$"):
+    message = rf"^tdgs_pool2d cannot be exported or traced while it samples at random {why}$"
+    with pytest.raises(ValueError, match=message):
         torch.export.export(pool.eval(), (x,))
 
 

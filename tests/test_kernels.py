@@ -616,6 +616,9 @@ def _op_cases(device):
     ]
     channels_last = x.detach().contiguous(memory_format=torch.channels_last)  # gradients in its layout
     cases += [(torch.ops.tdgs.stochastic_pool_backward, (grad, channels_last, seed, 2, 2, 0, True))]
+    if backend.kernels_for(x.half()) == "triton":  # half precision: the parameter gradients in float32
+        half = (grad.half(), x.detach().half(), t.detach().half())
+        cases += [(torch.ops.tdgs.tdgs_pool_backward, (*half, seed, 2, 2, 0, "l2", "hard", "none", 0.0))]
     if backend.kernels_for(x.double()) == "cpp":  # float64: the parameter gradients in the input's dtype
         x64, t64, mask64, bias64 = (v.detach().double() for v in (x, t, mask, bias))
         cases += [
@@ -660,7 +663,8 @@ def test_torch_compile_keeps_the_kernels(kernels, dynamo, monkeypatch):
     t = (torch.rand(3, 4, 4, device=kernels) + 0.2).requires_grad_()
 
     def net(x, t):
-        return tdgs_pool2d(x, t) + mixed_pool2d(x, t[:, 0, 0]) + stochastic_pool2d(x)
+        evaluated = tdgs_pool2d(x, t, training=False)  # a pooler that draws nothing: no key drawn
+        return tdgs_pool2d(x, t) + evaluated + mixed_pool2d(x, t[:, 0, 0]) + stochastic_pool2d(x)
 
     out = torch.compile(net, fullgraph=True)(x, t)
     out.sum().backward()

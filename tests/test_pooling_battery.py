@@ -11,9 +11,9 @@ from conftest import ALL_POOLERS, RANDOM_POOLERS, run_seeded
 from tdgs.pooling import (
     POOLERS,
     create_pooler,
-    pooler_signature,
     gated_pool2d,
     mixed_pool2d,
+    pooler_signature,
     s3_pool2d,
     stochastic_pool2d,
     tdgs_pool2d,
@@ -147,7 +147,11 @@ def test_bad_channels(channels):
 @EACH
 @pytest.mark.parametrize(
     "shape,match",
-    [((4, 8, 8), r"\(B, C, H, W\)"), ((1, 3, 8, 8), "channels"), ((1, 4, 1, 8), r"^input spatial size \(1, 8\) is smaller than kernel_size=2$")],
+    [
+        ((4, 8, 8), r"\(B, C, H, W\)"),
+        ((1, 3, 8, 8), "channels"),
+        ((1, 4, 1, 8), r"^input spatial size \(1, 8\) is smaller than kernel_size=2$"),
+    ],
 )
 def test_bad_input(name, shape, match):
     with pytest.raises(ValueError, match=match):
