@@ -133,14 +133,14 @@ def _temperature(x, theta, rectifier, eps, kernel_size, stride, padding):
     return theta + eps if eps else theta, None
 
 
-def tdgs_forward(x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier="none", eps=0.0):
+def tdgs_forward(x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier, eps):
     temperature, _ = _temperature(x, theta, rectifier, eps, kernel_size, stride, padding)
     codes = (NORMALIZE_CODES[normalize], MODE_CODES[mode])
     out = _ops().tdgs_forward(_padded(x, padding), temperature, int(seed), kernel_size, stride, padding, *codes)
     return _like(out, x)
 
 
-def tdgs_backward(grad, x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier="none", eps=0.0):
+def tdgs_backward(grad, x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier, eps):
     """(d/dx, d/dtheta per window (B, C, Ho, Wo))."""
     temperature, slope = _temperature(x, theta, rectifier, eps, kernel_size, stride, padding)
     codes = (NORMALIZE_CODES[normalize], MODE_CODES[mode])

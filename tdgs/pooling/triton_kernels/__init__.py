@@ -66,7 +66,7 @@ def _tdgs_constants(kernel_size, stride, normalize, mode, rectifier) -> dict:
     )  # fmt: skip
 
 
-def tdgs_forward(x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier="none", eps=0.0):
+def tdgs_forward(x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier, eps):
     out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
     out = pooled_empty(x, out_h, out_w)
     windows = out.numel()
@@ -81,7 +81,7 @@ def tdgs_forward(x, theta, seed, kernel_size, stride, padding, normalize, mode, 
     return out
 
 
-def tdgs_backward(grad, x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier="none", eps=0.0):
+def tdgs_backward(grad, x, theta, seed, kernel_size, stride, padding, normalize, mode, rectifier, eps):
     """(d/dx, d/dtheta per window: float32 (B, C, Ho, Wo))."""
     out_h, out_w = pooled_size(x.shape[2], x.shape[3], kernel_size, stride, padding)
     grad_x, overlap = _grad_input(x, kernel_size, stride, padding, out_h, out_w)
