@@ -171,6 +171,16 @@ def test_mixed_and_gated_kernels_match_reference(kernels, dtype, geometry, rows)
     _compare(lambda x, m, b: gated_pool2d(x, m, b, kernel_size=k, stride=s), (x, mask, logit), dtype)
 
 
+@pytest.mark.skipif("cpp" not in KERNEL_BACKENDS, reason="needs the C++ kernels")
+def test_float32_parameters_pool_a_float64_input_as_the_reference_does():
+    """The parameters are cast to the input's dtype, as the reference code does (float32 tolerance)."""
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64, requires_grad=True)
+    t, mask, bias = (v.requires_grad_() for v in (torch.rand(3, 4, 3) + 0.5, torch.randn(3, 9), torch.randn(3)))
+    _compare(lambda x, t: tdgs_pool2d(x, t, kernel_size=3, stride=2, training=False), (x, t), torch.float32)
+    _compare(lambda x, m, b: gated_pool2d(x, m, b, kernel_size=3, stride=2), (x, mask, bias), torch.float32)
+    _compare(lambda x, b: mixed_pool2d(x, b, kernel_size=3, stride=2), (x, bias), torch.float32)
+
+
 @each_kernel_and_dtype
 @pytest.mark.parametrize("mask_rows,bias_rows", [(3, 1), (1, 3)], ids=["shared-bias", "shared-mask"])
 def test_gated_kernels_take_a_mask_and_a_bias_of_different_rows(kernels, dtype, mask_rows, bias_rows):
