@@ -112,11 +112,12 @@ def test_tdgs_kernel_matches_reference(kernels, dtype, geometry, normalize, mode
 @pytest.mark.parametrize("granularity", ["position", "channel"])
 def test_tdgs_kernel_rectifies_theta_as_the_reference(kernels, dtype, rectifier, mode, granularity):
     """TDGSPool hands the kernels theta: T = rectifier(theta) + eps and theta's gradient, computed
-    inside them, equal the reference's, for negative theta (relu's floor) and large theta too."""
+    inside them, equal the reference's, for negative theta (relu's floor), 0 (its kink: no gradient,
+    as ``F.relu``'s) and large theta too."""
     shape = (3, 4, 4) if granularity == "position" else (3, 1, 1)
     theta = (torch.randn(shape, dtype=dtype, device=kernels) * 2).requires_grad_()
     with torch.no_grad():
-        theta.view(-1)[0], theta.view(-1)[1] = -3.0, 25.0  # below relu's floor, above softplus's threshold
+        theta.view(-1)[:3] = torch.tensor([-3.0, 25.0, 0.0])  # below relu's floor, above softplus's threshold
     x = (torch.randn(2, 3, 8, 8, dtype=dtype, device=kernels) + 0.3).requires_grad_()
     training = mode != "expectation"
     options = dict(hard=mode != "soft", training=training, rectifier=rectifier, eps=0.1)
