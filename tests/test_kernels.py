@@ -3,6 +3,10 @@ outputs and gradients, for every pooler, option, window geometry and dtype; thei
 their registration as torch.library operators; the backend switch. The Triton kernels run on a GPU
 where there is one, else in Triton's interpreter (see conftest.py)."""
 
+import hashlib
+import platform
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import KERNEL_BACKENDS, TRITON_DEVICE
@@ -480,6 +484,18 @@ def test_a_parameter_on_another_device_runs_the_reference_code():
     assert backend.kernels_for(x, here, here) == "cpp"
     assert backend.kernels_for(x, torch.ones(2, device="meta"), here) is None
     assert backend.kernels_for(x, here, torch.ones(2, device="meta")) is None
+
+
+def test_the_build_is_named_by_the_cpu_even_without_proc_cpuinfo(monkeypatch):
+    """One build per kind of CPU (-march=native); where /proc/cpuinfo cannot be read, per architecture."""
+    here = cpp_kernels._machine_tag()
+    assert len(here) == 10 and int(here, 16) >= 0
+
+    def unreadable(path, *args, **kwargs):
+        raise PermissionError(f"cannot read {path}")
+
+    monkeypatch.setattr(Path, "read_text", unreadable)
+    assert cpp_kernels._machine_tag() == hashlib.sha1(platform.machine().encode()).hexdigest()[:10]
 
 
 def test_a_failed_build_warns_once_and_falls_back_to_the_reference(monkeypatch):
