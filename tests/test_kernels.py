@@ -135,6 +135,21 @@ def test_tdgs_kernel_rectifies_theta_as_the_reference(kernels, dtype, rectifier,
         _close(got, want, dtype)
 
 
+@pytest.mark.parametrize("kernels", KERNEL_BACKENDS, indirect=True)
+def test_the_kernels_identity_rectifier_adds_eps_to_theta(kernels):
+    """The kernel interface's ``T = rectifier(theta) + eps`` with no rectifier is ``theta + eps``."""
+    module = backend.module(backend.kernels_for(torch.empty(1, 1, 2, 2, device=kernels)))
+    x, theta = torch.randn(2, 3, 8, 8, device=kernels), torch.rand(3, 4, 4, device=kernels)
+    seed = torch.zeros((), dtype=torch.int64, device=kernels)
+    run = lambda t, eps: module.tdgs_forward(x, t, seed, 2, 2, 0, "l2", "expectation", "none", eps)  # noqa: E731
+    torch.testing.assert_close(run(theta, 0.25), run(theta + 0.25, 0.0))
+    assert not torch.allclose(run(theta, 0.25), run(theta, 0.0))
+    grad = torch.randn(2, 3, 4, 4, device=kernels)
+    backward = lambda t, eps: module.tdgs_backward(grad, x, t, seed, 2, 2, 0, "l2", "soft", "none", eps)  # noqa: E731
+    for got, want in zip(backward(theta, 0.25), backward(theta + 0.25, 0.0)):
+        torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("normalize", NORMALIZATIONS)
 def test_cpp_tdgs_kernel_soft_sample_gradcheck(normalize):
     """With its key fixed the soft sample is a smooth function: finite differences agree (float64,

@@ -70,7 +70,7 @@ def tdgs_pool2d(
         temperature: ``T > 0``, broadcastable to (C, Ho, Wo); or, with ``rectifier``, the raw
             parameter ``theta`` of ``T = rectifier(theta) + eps`` (``"relu"`` or ``"softplus"``),
             which the kernels then compute themselves (:class:`TDGSPool` does this: no separate
-            launches for ``T`` and its gradient on a GPU).
+            launches for ``T`` and its gradient on a GPU). ``eps`` needs a ``rectifier``.
         gumbels: the Gumbel noise to use, shape (B, C, Ho, Wo, k*k); drawn when ``None``. Given
             noise always runs the pure-PyTorch reference code; without it the C++ or Triton kernel
             runs where :mod:`tdgs.pooling.backend` says, drawing the same law from its own
@@ -80,6 +80,10 @@ def tdgs_pool2d(
     """
     check_input(x, kernel_size, stride, padding)
     check_options(normalize, hard, eval_mode, rectifier)
+    if rectifier is None and eps:  # the kernels would add it to T, the reference would not
+        raise ValueError(
+            f"eps is added to a rectified temperature only: give a rectifier or eps=0, but got eps={eps!r}"
+        )
     sampling = training or eval_mode == "sample"
     kernels = backend.kernels_for(x, temperature, kernel_size=kernel_size) if gumbels is None else None
     if kernels is not None:
