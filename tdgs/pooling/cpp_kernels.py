@@ -109,10 +109,10 @@ def _like(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out if x.is_contiguous() else out.contiguous(memory_format=memory_format(x))
 
 
-def _padded(x: torch.Tensor, padding: int, fill: float = 0.0) -> torch.Tensor:
-    """``x`` contiguous, with ``padding`` lines of ``fill`` on every side (the kernels see those
+def _padded(x: torch.Tensor, padding: int) -> torch.Tensor:
+    """``x`` contiguous, with ``padding`` lines of zeros on every side (the kernels see those
     positions as padding: never picked, no weight)."""
-    return F.pad(x, (padding,) * 4, value=fill).contiguous() if padding else x.contiguous()
+    return F.pad(x, (padding,) * 4).contiguous() if padding else x.contiguous()
 
 
 def _unpadded(grad_x: torch.Tensor, x: torch.Tensor, padding: int) -> torch.Tensor:
