@@ -501,6 +501,12 @@ def test_a_parameter_on_another_device_runs_the_reference_code():
     assert backend.kernels_for(x, here, torch.ones(2, device="meta")) is None
 
 
+def test_calling_kernels_that_did_not_build_is_refused_in_words(monkeypatch):
+    monkeypatch.setattr(cpp_kernels, "_load", lambda: False)
+    with pytest.raises(RuntimeError, match=r"^the compiled TDGS pooling kernels are not available on this machine$"):
+        cpp_kernels.window_uniforms(torch.zeros((), dtype=torch.int64), 4, 4)
+
+
 def test_the_build_is_named_by_the_cpu_even_without_proc_cpuinfo(monkeypatch):
     """One build per kind of CPU (-march=native); where /proc/cpuinfo cannot be read, per architecture."""
     here = cpp_kernels._machine_tag()
