@@ -351,6 +351,7 @@ FUNCTION_CASES = [
     (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), eval_mode="mean", training=False), "eval_mode .* 'mean'"),
     (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), rectifier="elu"), "rectifier .* 'elu'"),
     (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), hard="yes"), "hard must be True or False"),
+    (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), eps=0.5), "^eps .* give a rectifier or eps=0, but got eps=0.5$"),
     (lambda x: stochastic_pool2d(x, kernel_size=0), "kernel_size must be a positive integer, but got 0"),
     (lambda x: mixed_pool2d(x, torch.zeros(4), padding=2), "^padding must be .* kernel_size // 2 = 1, but got 2$"),
     (lambda x: tdgs_pool2d(x, torch.ones(1, 1, 1), padding=True), "padding must be an integer .* but got True$"),

@@ -33,13 +33,17 @@ def gumbel_noise(shape: Sequence[int], *, dtype: torch.dtype, device=None) -> to
     return -torch.log(-torch.log(u.clamp_min_(torch.finfo(dtype).tiny)))
 
 
-def check_options(normalize: str, hard: bool, eval_mode: str, rectifier: str | None) -> None:
+def check_options(normalize: str, hard: bool, eval_mode: str, rectifier: str | None, eps: float) -> None:
     """The options :func:`tdgs_pool2d` and :class:`TDGSPool` share: a one-line ValueError each."""
     check_choice("normalize", normalize, NORMALIZATIONS)
     check_bool("hard", hard)
     check_choice("eval_mode", eval_mode, EVAL_MODES)
     if rectifier is not None:
         check_choice("rectifier", rectifier, RECTIFIERS)
+    elif eps:  # T is the temperature given: the kernels would add eps to it, the reference would not
+        raise ValueError(
+            f"eps is added to a rectified temperature only: give a rectifier or eps=0, but got eps={eps!r}"
+        )
 
 
 def tdgs_pool2d(
@@ -79,11 +83,7 @@ def tdgs_pool2d(
     Shape: (B, C, H, W) -> (B, C, Ho, Wo).
     """
     check_input(x, kernel_size, stride, padding)
-    check_options(normalize, hard, eval_mode, rectifier)
-    if rectifier is None and eps:  # the kernels would add it to T, the reference would not
-        raise ValueError(
-            f"eps is added to a rectified temperature only: give a rectifier or eps=0, but got eps={eps!r}"
-        )
+    check_options(normalize, hard, eval_mode, rectifier, eps)
     sampling = training or eval_mode == "sample"
     kernels = backend.kernels_for(x, temperature, kernel_size=kernel_size) if gumbels is None else None
     if kernels is not None:
@@ -173,7 +173,7 @@ class TDGSPool(LazyChannels, Pool2d):
         self.t0 = check_positive_float("t0", t0)
         self.granularity = check_choice("granularity", granularity, GRANULARITIES)
         self.eps = check_positive_float("eps", eps)
-        check_options(normalize, hard, eval_mode, check_choice("rectifier", rectifier, RECTIFIERS))
+        check_options(normalize, hard, eval_mode, check_choice("rectifier", rectifier, RECTIFIERS), self.eps)
         self.rectifier, self.normalize, self.hard, self.eval_mode = rectifier, normalize, hard, eval_mode
         if input_size is not None and granularity != "position":
             raise ValueError(f"input_size is only for granularity='position', not {granularity!r}")
